@@ -1,0 +1,36 @@
+# Every target installs what it needs first; a second run skips the install (stamp file).
+PY_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_FAST := -m "not slow and not slurm"
+
+.PHONY: install test test-slow demo train lint bench report clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch/torchvision first, pinned to the builds served from this machine's disk.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_FAST) -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow -q
+
+demo: $(STAMP)
+	$(PY) train.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check mvit_video scripts tests train.py
+
+report: $(STAMP)
+	$(PY) scripts/model_report.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

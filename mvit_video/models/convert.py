@@ -1,0 +1,140 @@
+"""Checkpoint conversion: torchvision ``mvit_v2_s``, official PySlowFast ``.pyth`` and our own checkpoints.
+
+Our parameter names follow PySlowFast's, so a SlowFast state dict needs no renaming; torchvision's names
+are mapped with the table of spec §1.12. Every conversion checks keys and shapes against the target model
+before a single weight is copied, and resizes relative-position tables whose length differs (as the
+official loader does), so a 16x224^2 checkpoint loads into a 32x256^2 model.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .attention import resize_rel_pos
+
+SOURCES = ("torchvision", "slowfast", "mvit_video")
+
+# torchvision key pattern -> our key (spec §1.12); applied in order, first match wins.
+_TV_TO_OURS: list[tuple[str, str]] = [
+    (r"^conv_proj\.", "patch_embed.proj."),
+    (r"^pos_encoding\.class_token$", "cls_token"),
+    (r"^blocks\.(\d+)\.attn\.project\.0\.", r"blocks.\1.attn.proj."),
+    (r"^blocks\.(\d+)\.attn\.pool_([qkv])\.pool\.", r"blocks.\1.attn.pool_\2."),
+    (r"^blocks\.(\d+)\.attn\.pool_([qkv])\.norm_act\.0\.", r"blocks.\1.attn.norm_\2."),
+    (r"^blocks\.(\d+)\.mlp\.0\.", r"blocks.\1.mlp.fc1."),
+    (r"^blocks\.(\d+)\.mlp\.3\.", r"blocks.\1.mlp.fc2."),
+    (r"^blocks\.(\d+)\.project\.", r"blocks.\1.proj."),
+    (r"^head\.1\.", "head.projection."),
+]
+
+
+class CheckpointMismatchError(ValueError):
+    """Raised with the full list of missing, unexpected and mis-shaped keys."""
+
+
+def _rename(key: str, table: list[tuple[str, str]]) -> str:
+    for pattern, repl in table:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    return key
+
+
+def _strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix) :]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def unwrap_checkpoint(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """Take the weights out of a checkpoint file's content (SlowFast: ``model_state``; Lightning:
+    ``state_dict`` with the module's ``net.`` prefix; DDP's ``module.`` prefix dropped)."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if isinstance(obj, dict) and "model_state" in obj:
+        obj = obj["model_state"]
+    elif isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"no state dict of tensors found in this {source} checkpoint")
+    sd = _strip_prefix(dict(obj), "module.")
+    if source == "mvit_video":
+        backbone = {k[len("net.") :]: v for k, v in sd.items() if k.startswith("net.")}
+        sd = backbone or sd
+        sd = {k[len("backbone.") :] if k.startswith("backbone.") else k: v for k, v in sd.items()}
+    return sd
+
+
+def convert_state_dict(
+    state_dict: dict[str, torch.Tensor], source: str, model: nn.Module | None = None, strict_head: bool = True
+) -> dict[str, torch.Tensor]:
+    """Map ``state_dict`` from ``source`` to our key names; with ``model``, also resize relative-position
+    tables to the model's and check every key and shape (``strict_head=False`` drops a classifier of another
+    size, for fine-tuning on a new label set)."""
+    sd = unwrap_checkpoint(state_dict, source)
+    if source == "torchvision":
+        sd = {_rename(k, _TV_TO_OURS): v for k, v in sd.items()}
+        if "cls_token" in sd and sd["cls_token"].ndim == 1:
+            sd["cls_token"] = sd["cls_token"].reshape(1, 1, -1)  # (C,) -> (1, 1, C)
+    if model is None:
+        return sd
+    target = model.state_dict()
+    for key, value in list(sd.items()):
+        if re.search(r"rel_pos_[hwt]$", key) and key in target and value.shape != target[key].shape:
+            if value.shape[1] != target[key].shape[1]:
+                continue  # another head dim: reported below as a shape mismatch
+            sd[key] = resize_rel_pos(value, target[key].shape[0])
+    if not strict_head:
+        for key in ("head.projection.weight", "head.projection.bias"):
+            if key in sd and key in target and sd[key].shape != target[key].shape:
+                sd[key] = target[key]  # keep the model's freshly initialised classifier
+    check_state_dict(sd, target)
+    return sd
+
+
+def check_state_dict(sd: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`CheckpointMismatchError` naming every key and shape that differs (model order)."""
+    missing = [k for k in target if k not in sd]
+    unexpected = [k for k in sd if k not in target]
+    shapes = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in sd and sd[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        lines = ["checkpoint does not fit the model:"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+            if items:
+                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:12]) + (" ..." if len(items) > 12 else ""))
+        raise CheckpointMismatchError("\n".join(lines))
+
+
+def load_file(path: str | Path) -> Any:
+    """Read a checkpoint without running code from it (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def guess_source(obj: Any) -> str:
+    if isinstance(obj, dict) and "model_state" in obj:
+        return "slowfast"
+    if isinstance(obj, dict) and ("state_dict" in obj or "mvit_video" in obj):
+        return "mvit_video"
+    keys = obj.keys() if isinstance(obj, dict) else []
+    return "torchvision" if any(k.startswith("conv_proj.") for k in keys) else "slowfast"
+
+
+def load_pretrained(model: nn.Module, path: str | Path, source: str = "auto", strict_head: bool = True) -> nn.Module:
+    """Load a checkpoint file of any supported source into ``model`` (shapes checked, tables resized)."""
+    obj = load_file(path)
+    source = guess_source(obj) if source == "auto" else source
+    sd = convert_state_dict(obj, source, model, strict_head=strict_head)
+    model.load_state_dict(sd, strict=True)
+    return model

@@ -1,0 +1,150 @@
+"""Model layer: every preset builds with the paper's parameter count; tiny and S run forward/backward."""
+
+import pytest
+import torch
+
+from mvit_video.models import build_model, list_models
+from mvit_video.models.convert import CheckpointMismatchError, convert_state_dict
+
+PARAMS = {
+    ("mvitv2_s_16x4", 400): 34_537_744,
+    ("mvitv2_b_32x3", 400): 51_230_128,
+    ("mvitv2_l_40x3", 400): 213_390_112,
+    ("mvitv2_s_16x4", 174): 34_363_950,
+    ("mvitv2_b_32x3", 174): 51_056_334,
+    ("mvitv2_l_40x3", 174): 213_129_534,
+}
+IMAGE_PARAMS_M = {"mvitv2_t": 24.17, "mvitv2_s": 34.87, "mvitv2_b": 51.47, "mvitv2_l": 217.99}
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(("name", "classes"), list(PARAMS))
+def test_video_param_counts_exact(name, classes):
+    with torch.device("meta"):
+        model = build_model(name, num_classes=classes)
+    assert count(model) == PARAMS[(name, classes)]
+
+
+@pytest.mark.parametrize("name", list(IMAGE_PARAMS_M))
+def test_image_param_counts(name):
+    with torch.device("meta"):
+        model = build_model(name)
+    assert round(count(model) / 1e6, 2) == IMAGE_PARAMS_M[name]
+
+
+def test_registry_lists_every_preset():
+    assert set(list_models()) >= {"mvitv2_tiny", *{n for n, _ in PARAMS}, *IMAGE_PARAMS_M}
+    with pytest.raises(KeyError, match="unknown model"):
+        build_model("mvitv2_xxl")
+
+
+def test_l_transition_shapes_match_released_config():
+    # spec §2.5: the K400-L config widens inside attention of block 2.
+    with torch.device("meta"):
+        sd = build_model("mvitv2_l_40x3").state_dict()
+    assert tuple(sd["blocks.2.attn.qkv.weight"].shape) == (864, 144)
+    assert tuple(sd["blocks.2.proj.weight"].shape) == (288, 144)
+    assert "blocks.1.proj.weight" not in sd
+    # Table lengths per stage (spec §2.1): 155; 77; 37; 37 -> 17; head_dim 72 everywhere.
+    lengths = [sd[f"blocks.{i}.attn.rel_pos_h"].shape for i in (0, 2, 8, 44, 45)]
+    assert [tuple(s) for s in lengths] == [(155, 72), (77, 72), (37, 72), (37, 72), (17, 72)]
+    assert tuple(sd["blocks.0.attn.rel_pos_t"].shape) == (39, 72)
+
+
+def _forward_backward(model, x):
+    out = model(x)
+    out.float().pow(2).mean().backward()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [("mvitv2_tiny", (2, 3, 8, 64, 64)), ("mvitv2_s_16x4", (1, 3, 4, 64, 64)), ("mvitv2_t", (2, 3, 64, 64))],
+)
+def test_forward_backward_every_param_gets_grad(name, shape):
+    model = build_model(name, num_classes=7, drop_path_rate=0.1)
+    out = _forward_backward(model, torch.randn(shape))
+    assert out.shape == (shape[0], 7)
+    assert torch.isfinite(out).all()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"no gradient for {missing}"
+
+
+def test_grad_checkpointing_identical():
+    x = torch.randn(2, 3, 8, 64, 64)
+    model = build_model("mvitv2_tiny", num_classes=5, drop_path_rate=0.2)
+    torch.manual_seed(1)
+    ref = _forward_backward(model, x)
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    model.set_grad_checkpointing(True)
+    torch.manual_seed(1)
+    out = _forward_backward(model, x)
+    assert torch.equal(out, ref)
+    for g, p in zip(ref_grads, model.parameters()):
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["mvitv2_tiny", "mvitv2_t"])
+def test_sdpa_matches_reference(name):
+    model = build_model(name, num_classes=5).eval()
+    x = torch.randn(2, 3, 8, 96, 96) if name == "mvitv2_tiny" else torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        fused = model(x)
+        model.set_attn_impl("reference")
+        ref = model(x)
+    torch.testing.assert_close(fused, ref, rtol=0, atol=1e-5)
+
+
+def test_runs_at_other_sizes_and_feature_map():
+    model = build_model("mvitv2_tiny", num_classes=3).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 12, 96, 128))  # non-square, more frames: tables resized on the fly
+        fmap = model.forward_feature_map(torch.randn(1, 3, 8, 64, 64))
+        tokens, thw = model.forward_features(torch.randn(1, 3, 8, 64, 64))
+    assert out.shape == (1, 3)
+    assert fmap.shape == (1, model.num_features, 4, 2, 2)
+    assert thw == (4, 2, 2) and tokens.shape == (1, 1 + 16, model.num_features)
+    assert model.forward_head(tokens, pre_logits=True).shape == (1, model.num_features)
+
+
+def test_reset_classifier_and_no_weight_decay():
+    model = build_model("mvitv2_tiny", num_classes=3)
+    model.reset_classifier(11)
+    assert model(torch.randn(1, 3, 8, 64, 64)).shape == (1, 11)
+    assert isinstance(model.no_weight_decay(), set)
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [((3, 8, 64, 64), "expected a video batch"), ((1, 3, 1, 64, 64), "at least 2 frames"),
+     ((1, 1, 8, 64, 64), "expected 3 channels"), ((1, 3, 8, 16, 16), ">= 32")],
+)  # fmt: skip
+def test_bad_input_names_shape(shape, match):
+    model = build_model("mvitv2_tiny")
+    with pytest.raises(ValueError, match=match) as err:
+        model(torch.randn(shape))
+    assert str(tuple(shape)) in str(err.value)
+
+
+def test_checkpoint_of_another_size_is_a_clear_error():
+    small = build_model("mvitv2_tiny").state_dict()
+    with torch.device("meta"):
+        s = build_model("mvitv2_s_16x4")
+    with pytest.raises(CheckpointMismatchError, match=r"shape mismatches .*patch_embed\.proj\.weight"):
+        convert_state_dict(small, "slowfast", s)
+
+
+def test_model_report_matches_paper():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "scripts/model_report.py", "--only", "mvitv2_s_16x4", "mvitv2_t"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "64.46" in out.stdout and "34,537,744" in out.stdout
