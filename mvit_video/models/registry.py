@@ -25,4 +25,6 @@ def build_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model; keyword arguments override its config (``num_classes``, ``num_frames``, ...)."""
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _MODELS[name](**kwargs)
+    model = _MODELS[name](**kwargs)
+    model.preset = name  # recorded in checkpoints
+    return model

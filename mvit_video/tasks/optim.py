@@ -1,0 +1,63 @@
+"""Optimiser parameter groups and the per-step warmup + cosine schedule (spec §1.10)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+def param_groups(
+    model: nn.Module, weight_decay: float, layer_decay: float = 1.0, num_layers: int | None = None
+) -> list[dict]:
+    """No decay for 1-D tensors, biases and ``model.no_weight_decay()``; optional layer-wise LR decay
+    (layer 0 = patch embed / cls, ``blocks.i`` = i+1, the rest = depth+1; scale = decay^(depth+1-id))."""
+    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    depth = num_layers if num_layers is not None else len(getattr(model, "blocks", []))
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        wd = 0.0 if p.ndim <= 1 or name.endswith(".bias") or name in skip else weight_decay
+        scale = 1.0
+        if layer_decay != 1.0:
+            if name.startswith(("patch_embed", "cls_token")):
+                layer = 0
+            elif name.startswith("blocks."):
+                layer = int(name.split(".")[1]) + 1
+            else:
+                layer = depth + 1
+            scale = layer_decay ** (depth + 1 - layer)
+        groups.setdefault((wd, scale), []).append(p)
+    return [{"params": ps, "weight_decay": wd, "lr_scale": scale} for (wd, scale), ps in groups.items()]
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer,
+    steps_per_epoch: int,
+    max_epochs: float,
+    warmup_epochs: float = 0.0,
+    warmup_start_lr: float = 1e-6,
+    end_lr: float = 1e-6,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from ``warmup_start_lr`` to each group's base LR, then cosine to ``end_lr``, updated every
+    step (fractional epoch), as the official LR policy does. LRs are absolute, scaled by the group's lr_scale."""
+    base = [g["lr"] for g in optimizer.param_groups]
+    total, warm = max_epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
+
+    def factor(i: int) -> Callable[[int], float]:
+        b = base[i]
+
+        def f(step: int) -> float:
+            if step < warm:
+                lr = warmup_start_lr + (b - warmup_start_lr) * step / warm
+            else:
+                progress = min((step - warm) / max(total - warm, 1), 1.0)
+                lr = end_lr + (b - end_lr) * (1 + math.cos(math.pi * progress)) / 2
+            return lr / b if b > 0 else 0.0
+
+        return f
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(i) for i in range(len(base))])

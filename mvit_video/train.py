@@ -1,0 +1,144 @@
+"""``run(cfg)``: build everything from the Hydra config, train, test, report. The config stops here."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .models.convert import load_pretrained
+
+log = logging.getLogger(__name__)
+
+
+def register_resolvers() -> None:
+    """``${mul:a,b}``: the official recipes scale learning rates by the number of nodes."""
+    if not OmegaConf.has_resolver("mul"):
+        OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
+
+
+register_resolvers()
+
+
+def _instantiate_dict(group: DictConfig | None) -> list[Any]:
+    return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train and/or test as ``cfg`` says; returns the final metrics (so tests and sweeps can call it)."""
+    start = time.time()
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()  # synthetic data is generated (once) here
+    datamodule.check_files(train=cfg.train, test=cfg.test)  # fail before building a big model
+
+    net = instantiate(cfg.model)
+    if cfg.get("init_from"):
+        load_pretrained(net, cfg.init_from, strict_head=False)
+        log.info("initialised backbone from %s", cfg.init_from)
+    task = instantiate(cfg.task, net=net)
+    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    loggers = _instantiate_dict(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last" and not (output_dir / "checkpoints" / "last.ckpt").is_file():
+        ckpt_path = None  # nothing to resume yet: a fresh start
+    elif ckpt_path == "last":
+        ckpt_path = str(output_dir / "checkpoints" / "last.ckpt")
+
+    metrics: dict[str, float] = {}
+    if cfg.train:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics.update(_floats(trainer.callback_metrics))
+    if cfg.test:
+        best = _best_checkpoint(trainer) if cfg.train else ckpt_path
+        trainer.test(task, datamodule=datamodule, ckpt_path=best)
+        metrics.update(_floats(trainer.callback_metrics))
+        if cfg.get("time_shuffle_control"):
+            datamodule.set_time_shuffle(True)
+            task.test_prefix = "test_time_shuffled"
+            trainer.test(task, datamodule=datamodule, ckpt_path=best)
+            metrics.update(_floats(trainer.callback_metrics))
+            datamodule.set_time_shuffle(False)
+            task.test_prefix = "test"
+    metrics["time_s"] = time.time() - start
+    if trainer.is_global_zero:
+        plot_curves(output_dir / "metrics.csv", output_dir / "curves.png")
+        print_summary(metrics, output_dir)
+    return metrics
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    cb = trainer.checkpoint_callback
+    if cb is not None and getattr(cb, "best_model_path", ""):
+        return cb.best_model_path
+    return None
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and torch.tensor(v).numel() == 1}
+
+
+def plot_curves(metrics_csv: Path, out_png: Path) -> Path | None:
+    """Training loss per step and validation top-1 per epoch from the CSV logger's file."""
+    if not metrics_csv.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(metrics_csv.open()))
+
+    def series(key: str, x: str) -> tuple[list[float], list[float]]:
+        pts = [(float(r[x]), float(r[key])) for r in rows if r.get(key) not in (None, "") and r.get(x) not in (None, "")]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(*series("train/loss_step", "step"), lw=0.8, alpha=0.6, label="train loss (step)")
+    ax1.plot(*series("val/loss", "step"), "o-", label="val loss")
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    for key, style in (("train/top1", "s--"), ("val/top1", "o-"), ("val/top5", "^:")):
+        x, y = series(key, "epoch")
+        if x:
+            ax2.plot(x, y, style, label=key)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy")
+    ax2.set_ylim(0, 1.02)
+    ax2.legend()
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def print_summary(metrics: dict[str, float], output_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"mvit_video run: {output_dir}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    keys = ["val/top1", "val/top5", "test/top1", "test/top5", "test_time_shuffled/top1", "test_time_shuffled/top5"]
+    for key in keys:
+        if key in metrics and math.isfinite(metrics[key]):
+            table.add_row(key, f"{100 * metrics[key]:.1f}%")
+    table.add_row("time", f"{metrics['time_s']:.0f} s")
+    table.add_row("checkpoints", str(output_dir / "checkpoints"))
+    table.add_row("metrics / curves", f"{output_dir / 'metrics.csv'} / {output_dir / 'curves.png'}")
+    Console().print(table)
