@@ -91,3 +91,19 @@ def test_missing_csv_says_how_to_make_it(tmp_path):
     dm = _dm(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match=r"train annotation file not found: .*prepare_kinetics\.py"):
         dm.check_files()
+
+
+@pytest.mark.parametrize("clip_idx", [0, 1, 2])
+def test_pyav_decoder_matches_pytorchvideo(tiny_kinetics, clip_idx):
+    from mvit_video.data.decoding import decode_clip
+
+    path = str(tiny_kinetics / (tiny_kinetics / "val.csv").read_text().split()[0])
+    ours = decode_clip(path, 8, 0.5, clip_idx, 3, decoder="pyav")
+    ref = decode_clip(path, 8, 0.5, clip_idx, 3, decoder="pytorchvideo")
+    assert ours.shape == ref.shape and ours.dtype == torch.uint8
+    assert torch.equal(ours, ref)
+
+
+def test_unknown_decoder_is_rejected(tiny_kinetics):
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        _dm(tiny_kinetics, decoder="ffmpeg-cli")
