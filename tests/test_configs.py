@@ -52,5 +52,5 @@ def test_missing_dataset_fails_fast_with_instructions(tmp_path):
     from mvit_video.train import run
 
     cfg = compose_cfg(["experiment=k400_mvitv2_b"], tmp_path / "out", tmp_path / "data")
-    with pytest.raises(FileNotFoundError, match=r"kinetics400/train\.csv.*prepare_kinetics\.py"):
+    with pytest.raises(FileNotFoundError, match=r"(?s)kinetics400/train\.csv.*prepare_kinetics\.py"):
         run(cfg)

@@ -89,7 +89,7 @@ def test_bad_csv_names_file_and_line(tmp_path, content, match):
 
 def test_missing_csv_says_how_to_make_it(tmp_path):
     dm = _dm(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match=r"train annotation file not found: .*prepare_kinetics\.py"):
+    with pytest.raises(FileNotFoundError, match=r"(?s)train annotation file not found: .*prepare_kinetics\.py"):
         dm.check_files()
 
 

@@ -148,3 +148,12 @@ def test_model_report_matches_paper():
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     assert "64.46" in out.stdout and "34,537,744" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "shape"), [("mvitv2_s_16x4", (1, 3, 16, 224, 224)), ("mvitv2_b", (1, 3, 224, 224))])
+def test_full_size_forward_backward(name, shape):
+    model = build_model(name, num_classes=10)
+    model.set_grad_checkpointing(True)
+    out = _forward_backward(model, torch.randn(shape))
+    assert out.shape == (1, 10) and all(p.grad is not None for p in model.parameters())

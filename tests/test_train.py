@@ -47,3 +47,14 @@ def test_resume_continues_at_saved_step(tmp_path, tiny_kinetics):
     resumed = torch.load(last, map_location="cpu", weights_only=True)
     assert resumed["global_step"] == 4 and resumed["epoch"] == 1
     assert resumed["lr_schedulers"][0]["last_epoch"] == 4  # the per-step schedule went on, not restarted
+
+
+def test_lightning_checkpoint_loads_into_a_fresh_model(tmp_path, tiny_kinetics):
+    from mvit_video.models import build_model
+    from mvit_video.models.convert import load_pretrained
+
+    run(_cfg(tmp_path, tiny_kinetics, ["trainer.max_epochs=1", "+trainer.limit_train_batches=1", "test=false"]))
+    ckpt = tmp_path / "out" / "checkpoints" / "last.ckpt"
+    model = load_pretrained(build_model("mvitv2_tiny", num_classes=4, input_size=48), ckpt)
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(model.head.projection.weight, saved["net.head.projection.weight"])

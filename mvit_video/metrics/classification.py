@@ -14,7 +14,8 @@ class MultiViewAccuracy(Metric):
 
     def __init__(self, num_videos: int, num_classes: int, top_k: tuple[int, ...] = (1, 5)) -> None:
         super().__init__()
-        self.top_k = tuple(k for k in top_k if k <= num_classes)
+        self.top_k = top_k  # k above num_classes counts as num_classes (always a hit), as the val metric does
+        self.num_classes = num_classes
         self.add_state("scores", torch.zeros(num_videos, num_classes), dist_reduce_fx="sum")
         self.add_state("labels", torch.full((num_videos,), -1, dtype=torch.long), dist_reduce_fx="max")
         self.add_state("views", torch.zeros(num_videos), dist_reduce_fx="sum")
@@ -27,6 +28,6 @@ class MultiViewAccuracy(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         seen = self.views > 0
         scores, labels = self.scores[seen], self.labels[seen]
-        top = scores.topk(max(self.top_k), dim=-1).indices  # (V, kmax)
+        top = scores.topk(min(max(self.top_k), self.num_classes), dim=-1).indices  # (V, kmax)
         hits = top == labels[:, None]
-        return {f"top{k}": hits[:, :k].any(-1).float().mean() for k in self.top_k}
+        return {f"top{k}": hits[:, : min(k, self.num_classes)].any(-1).float().mean() for k in self.top_k}
