@@ -1,0 +1,244 @@
+"""Kinetics-400/600/700 (and any dataset in that format): CSV parsing, a map-style dataset, a datamodule.
+
+Layout (spec §6.1): ``ROOT/{train,val,test}.csv``, one video per line, ``path label`` separated by a space
+(also accepted: ``path fn label`` and ``path`` alone, label 0); relative paths are joined to ``path_prefix``
+(default: ``ROOT``). Optional ``ROOT/classnames.txt``: one class name per line, in label order.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .decoding import check_decoder, decode_clip
+from .transforms import ClipTransform
+
+log = logging.getLogger(__name__)
+
+CSV_FORMAT = "one video per line: 'path label' (space-separated), 'path fn label', or 'path'"
+
+
+class DatasetFormatError(ValueError):
+    """A malformed annotation file; the message names the file, the line and the expected format."""
+
+
+def read_video_csv(path: str | Path, num_classes: int, sep: str = " ", prefix: str | Path = "") -> list[tuple[str, int]]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"annotation file not found: {path}\n  expected {CSV_FORMAT}.\n"
+            "  Make it from a folder-per-class tree of videos with: "
+            "python scripts/prepare_kinetics.py VIDEO_DIR --out DATA_ROOT"
+        )
+    items = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        cols = line.strip().split(sep)
+        if len(cols) not in (1, 2, 3):
+            raise DatasetFormatError(f"{path}:{lineno}: {len(cols)} columns in {line!r}; expected {CSV_FORMAT}")
+        try:
+            label = int(cols[-1]) if len(cols) > 1 else 0
+        except ValueError:
+            raise DatasetFormatError(f"{path}:{lineno}: label {cols[-1]!r} is not an integer; expected {CSV_FORMAT}")
+        if not 0 <= label < num_classes:
+            raise DatasetFormatError(f"{path}:{lineno}: label {label} is out of range [0, {num_classes})")
+        video = Path(cols[0])
+        items.append((str(video if video.is_absolute() else Path(prefix) / video), label))
+    if not items:
+        raise DatasetFormatError(f"{path}: no videos listed; expected {CSV_FORMAT}")
+    return items
+
+
+def read_classnames(path: str | Path, num_classes: int) -> list[str]:
+    names = [n.strip() for n in Path(path).read_text().splitlines() if n.strip()]
+    if len(names) != num_classes:
+        raise DatasetFormatError(f"{path}: {len(names)} class names for num_classes={num_classes}")
+    return names
+
+
+class KineticsDataset(Dataset):
+    """Map-style clip dataset (DistributedSampler shards it). Test mode yields every (clip, crop) view of
+    every video: ``len = videos x num_clips x num_crops``, view id -> clip = id // crops, crop = id % crops."""
+
+    def __init__(
+        self,
+        items: Sequence[tuple[str, int]],
+        transform: ClipTransform,
+        num_frames: int,
+        sampling_rate: int,
+        target_fps: int = 30,
+        mode: str = "train",
+        num_clips: int = 1,
+        num_crops: int = 1,
+        decoder: str = "pyav",
+        max_retries: int = 10,
+        time_shuffle: bool = False,
+    ) -> None:
+        self.items = list(items)
+        self.transform = transform
+        self.num_frames = num_frames
+        self.span = num_frames * sampling_rate / target_fps  # seconds covered by a clip
+        self.mode = mode
+        self.num_clips, self.num_crops = (num_clips, num_crops) if mode == "test" else (1, 1)
+        self.decoder = check_decoder(decoder)
+        self.max_retries = max_retries
+        self.time_shuffle = time_shuffle  # a control: destroys the order of frames, not their content
+
+    def __len__(self) -> int:
+        return len(self.items) * self.num_clips * self.num_crops
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        skipped = 0
+        views = self.num_clips * self.num_crops
+        for attempt in range(self.max_retries + 1):
+            video_idx, view = divmod(index, views)
+            path, label = self.items[video_idx]
+            clip_idx, crop_idx = divmod(view, self.num_crops)
+            rng = None
+            if self.mode != "test":
+                rng = torch.Generator().manual_seed(torch.randint(0, 2**62, ()).item())
+            try:
+                frames = decode_clip(path, self.num_frames, self.span, clip_idx, self.num_clips, rng, self.decoder)
+            except Exception as e:  # noqa: BLE001  any decoder failure: skip this file
+                skipped += 1
+                log.warning("skipping unreadable video %s (%s: %s)", path, type(e).__name__, e)
+                index = random.randrange(len(self))
+                continue
+            if self.time_shuffle:
+                frames = frames[torch.randperm(frames.shape[0], generator=torch.Generator().manual_seed(index))]
+            video = self.transform(frames, crop_idx, self.num_crops)  # (C, T, H, W)
+            return {"video": video, "label": label, "video_index": video_idx, "skipped": skipped}
+        raise RuntimeError(f"{self.max_retries + 1} videos in a row could not be decoded; last: {path}")
+
+
+class KineticsDataModule(L.LightningDataModule):
+    """Kinetics-format data for training (random clip), validation and multi-view testing."""
+
+    def __init__(
+        self,
+        root: str,
+        num_classes: int,
+        num_frames: int = 16,
+        sampling_rate: int = 4,
+        target_fps: int = 30,
+        crop_size: int = 224,
+        train_jitter_scales: Sequence[int] = (256, 320),
+        test_short_side: int | None = None,
+        random_resized_crop: bool = True,
+        flip: bool = True,
+        mean: Sequence[float] = (0.45, 0.45, 0.45),
+        std: Sequence[float] = (0.225, 0.225, 0.225),
+        test_num_clips: int = 5,
+        test_num_crops: int = 1,
+        batch_size: int = 8,
+        test_batch_size: int | None = None,
+        num_workers: int = 4,
+        decoder: str = "pyav",
+        path_prefix: str | None = None,
+        train_csv: str = "train.csv",
+        val_csv: str = "val.csv",
+        test_csv: str = "test.csv",
+        max_retries: int = 10,
+        synthetic: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.num_classes = num_classes
+        self.num_frames, self.sampling_rate, self.target_fps = num_frames, sampling_rate, target_fps
+        self.crop_size = crop_size
+        self.mean, self.std = list(mean), list(std)
+        self.tf_kwargs = dict(
+            crop_size=crop_size, jitter_scales=tuple(train_jitter_scales), test_short_side=test_short_side,
+            mean=mean, std=std,
+        )  # fmt: skip
+        self.random_resized_crop, self.flip = random_resized_crop, flip
+        self.test_num_clips, self.test_num_crops = test_num_clips, test_num_crops
+        self.batch_size, self.test_batch_size = batch_size, test_batch_size or batch_size
+        self.num_workers = num_workers
+        self.decoder = check_decoder(decoder)
+        self.path_prefix = Path(path_prefix) if path_prefix else self.root
+        self.csvs = {"train": train_csv, "val": val_csv, "test": test_csv}
+        self.max_retries = max_retries
+        self.synthetic = synthetic
+        self.time_shuffle_test = False
+        self.datasets: dict[str, KineticsDataset] = {}
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            from .synthetic import SyntheticSpec, make_synthetic_kinetics
+
+            make_synthetic_kinetics(self.root, SyntheticSpec(num_classes=self.num_classes, **self.synthetic))
+
+    def check_files(self, train: bool = True, test: bool = True) -> None:
+        """Fail fast, naming the missing annotation file and how to make it."""
+        splits = (["train", "val"] if train else []) + (["test"] if test else [])
+        for split in splits:
+            path = self.root / self.csvs[split]
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{split} annotation file not found: {path}\n"
+                    f"  expected {CSV_FORMAT}.\n"
+                    f"  Set data.root=DIR to where your dataset is, or make the CSVs from a folder-per-class tree of\n"
+                    f"  videos: python scripts/prepare_kinetics.py VIDEO_DIR --out {self.root}"
+                )
+
+    def _dataset(self, split: str) -> KineticsDataset:
+        items = read_video_csv(self.root / self.csvs[split], self.num_classes, prefix=self.path_prefix)
+        mode = "test" if split == "test" else ("train" if split == "train" else "val")
+        tf = ClipTransform(
+            mode, random_resized_crop=self.random_resized_crop, flip=self.flip and mode != "test", **self.tf_kwargs
+        )
+        return KineticsDataset(
+            items, tf, self.num_frames, self.sampling_rate, self.target_fps, mode,
+            self.test_num_clips, self.test_num_crops, self.decoder, self.max_retries,
+            time_shuffle=self.time_shuffle_test and split == "test",
+        )  # fmt: skip
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in splits.get(stage, ("train", "val", "test")):
+            self.datasets[split] = self._dataset(split)
+
+    def set_time_shuffle(self, enabled: bool) -> None:
+        """Shuffle the frames of every test clip in time (a control for how much the model uses motion)."""
+        self.time_shuffle_test = enabled
+        if "test" in self.datasets:
+            self.datasets["test"].time_shuffle = enabled
+
+    def class_names(self) -> list[str]:
+        path = self.root / "classnames.txt"
+        return read_classnames(path, self.num_classes) if path.is_file() else [str(i) for i in range(self.num_classes)]
+
+    def num_videos(self, split: str) -> int:
+        return len(self.datasets[split].items)
+
+    def metadata(self) -> dict[str, Any]:
+        """Preprocessing a trained model needs, stored in its checkpoints."""
+        return {
+            "num_frames": self.num_frames, "sampling_rate": self.sampling_rate, "target_fps": self.target_fps,
+            "crop_size": self.crop_size, "mean": self.mean, "std": self.std, "class_names": self.class_names(),
+            "test_num_clips": self.test_num_clips, "test_num_crops": self.test_num_crops,
+            "test_short_side": self.tf_kwargs["test_short_side"] or self.tf_kwargs["jitter_scales"][0],
+        }  # fmt: skip
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            drop_last=shuffle, pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+        )  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, self.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False, self.test_batch_size)
