@@ -1,0 +1,31 @@
+#!/usr/bin/env python
+"""AVA frame-mAP@0.5IoU with the official evaluator's flags; prints one JSON line: mAP and per-class AP.
+
+    python scripts/ava_eval.py -l ava_action_list_v2.2_for_activitynet_2019.pbtxt \
+        -g ava_val_v2.2.csv -d detections.csv -e ava_val_excluded_timestamps_v2.2.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from mvit_video.metrics.ava import evaluate_files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-l", "--labelmap", required=True, help="label-map pbtxt (the evaluated classes)")
+    parser.add_argument("-g", "--groundtruth", required=True, help="ground-truth CSV")
+    parser.add_argument("-d", "--detections", required=True, help="detections CSV (video,sec,x1,y1,x2,y2,action,score)")
+    parser.add_argument("-e", "--exclusions", default=None, help="excluded timestamps CSV (video,sec)")
+    args = parser.parse_args()
+    start = time.time()
+    result = evaluate_files(args.labelmap, args.groundtruth, args.detections, args.exclusions)
+    result["seconds"] = round(time.time() - start, 3)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
