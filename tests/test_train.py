@@ -55,6 +55,6 @@ def test_lightning_checkpoint_loads_into_a_fresh_model(tmp_path, tiny_kinetics):
 
     run(_cfg(tmp_path, tiny_kinetics, ["trainer.max_epochs=1", "+trainer.limit_train_batches=1", "test=false"]))
     ckpt = tmp_path / "out" / "checkpoints" / "last.ckpt"
-    model = load_pretrained(build_model("mvitv2_tiny", num_classes=4, input_size=48), ckpt)
+    model = load_pretrained(build_model("mvitv2_tiny", num_classes=4, input_size=48), ckpt, source="lightning")
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert torch.equal(model.head.projection.weight, saved["net.head.projection.weight"])

@@ -18,6 +18,7 @@ from torch import nn
 from .attention import resize_rel_pos
 
 SOURCES = ("torchvision", "slowfast", "mvit_video")
+_ALIASES = {"lightning": "mvit_video", "pyslowfast": "slowfast"}
 
 # torchvision key pattern -> our key (spec §1.12); applied in order, first match wins.
 _TV_TO_OURS: list[tuple[str, str]] = [
@@ -54,6 +55,7 @@ def _strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str,
 def unwrap_checkpoint(obj: Any, source: str) -> dict[str, torch.Tensor]:
     """Take the weights out of a checkpoint file's content (SlowFast: ``model_state``; Lightning:
     ``state_dict`` with the module's ``net.`` prefix; DDP's ``module.`` prefix dropped)."""
+    source = _ALIASES.get(source, source)
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     if isinstance(obj, dict) and "model_state" in obj:
@@ -77,6 +79,7 @@ def convert_state_dict(
     tables to the model's and check every key and shape (``strict_head=False`` drops a classifier of another
     size, for fine-tuning on a new label set)."""
     sd = unwrap_checkpoint(state_dict, source)
+    source = _ALIASES.get(source, source)
     if source == "torchvision":
         sd = {_rename(k, _TV_TO_OURS): v for k, v in sd.items()}
         if "cls_token" in sd and sd["cls_token"].ndim == 1:
