@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torchmetrics import Metric
 
 IOU_THRESHOLD = 0.5
 TOP_K_PER_KEYFRAME = 50
@@ -196,3 +198,49 @@ def evaluate_files(
     det = (codes[ng : ng + nd], db, da, dsc)
     mean_ap, per_class = frame_map(gt, det, list(names), excluded=codes[ng + nd :])
     return {"mAP": mean_ap, "per_class": {names[c]: ap for c, ap in per_class.items()}}
+
+
+class AVAFrameMAP(Metric):
+    """AVA frame-mAP as a torchmetrics ``Metric``: rows are gathered (``cat``) across processes and the
+    official algorithm runs once on all of them, so DDP gives the single-process number. Rows repeated by
+    a padding ``DistributedSampler`` (same keyframe, same box) are counted once.
+
+    ``update(det_keys, det_boxes, det_scores, gt_keys, gt_boxes, gt_labels)``: ``*_keys`` give the keyframe code
+    of every box row (one integer per (video, second)); ``det_scores (K, C)`` are probabilities of action ids
+    1..C; ``gt_labels (M, C)`` is multi-hot.
+    """
+
+    full_state_update = False
+
+    def __init__(self, class_ids: list[int], top_k: int = TOP_K_PER_KEYFRAME) -> None:
+        super().__init__()
+        self.class_ids, self.top_k = list(class_ids), top_k
+        for name in ("det_keys", "det_boxes", "det_scores", "gt_keys", "gt_boxes", "gt_labels"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, det_keys, det_boxes, det_scores, gt_keys, gt_boxes, gt_labels) -> None:
+        self.det_keys.append(det_keys.long())
+        self.det_boxes.append(det_boxes.double())
+        self.det_scores.append(det_scores.double())
+        self.gt_keys.append(gt_keys.long())
+        self.gt_boxes.append(gt_boxes.double())
+        self.gt_labels.append(gt_labels.bool())
+
+    def compute(self) -> torch.Tensor:
+        def cat(x):
+            return (torch.cat(x) if isinstance(x, list) else x).cpu().numpy()
+
+        dk, db, ds = cat(self.det_keys), cat(self.det_boxes), cat(self.det_scores)
+        gk, gb, gl = cat(self.gt_keys), cat(self.gt_boxes), cat(self.gt_labels)
+        _, keep = np.unique(np.c_[dk, db], axis=0, return_index=True)
+        keep = np.sort(keep)
+        dk, db, ds = dk[keep], db[keep], ds[keep]
+        _, keep_g = np.unique(np.c_[gk, gb, gl], axis=0, return_index=True)
+        keep_g = np.sort(keep_g)
+        gk, gb, gl = gk[keep_g], gb[keep_g], gl[keep_g]
+        cls = np.asarray(self.class_ids)
+        det = (np.repeat(dk, len(cls)), np.repeat(db, len(cls), 0), np.tile(cls, len(dk)), ds[:, cls - 1].reshape(-1))
+        rows, cols = np.nonzero(gl)
+        gt = (gk[rows], gb[rows], cols + 1, np.ones(len(rows)))
+        mean_ap, _ = frame_map(gt, det, self.class_ids, top_k=self.top_k)
+        return torch.tensor(mean_ap, dtype=torch.float64)

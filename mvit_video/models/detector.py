@@ -1,0 +1,50 @@
+"""AVA action detection by composition: a backbone's last-stage map and an ROI head (spec §4.4).
+
+There is no transformer-specific ROI head in the official code: SlowFast runs its ResNet ROI head on MViT's
+final tokens reshaped to a map, with spatial scale 1/32 (MViT's last stage), aligned ROIAlign, sigmoid outputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.ops import roi_align
+
+
+class ROIActionHead(nn.Module):
+    """Temporal average pool -> ROIAlign (7x7, aligned, adaptive sampling) -> spatial max pool -> dropout ->
+    linear -> sigmoid (applied in train and eval, as the official head; the loss is BCE on probabilities)."""
+
+    def __init__(
+        self, dim: int, num_classes: int = 80, resolution: int = 7, spatial_scale: float = 1 / 32, dropout: float = 0.5
+    ) -> None:
+        super().__init__()
+        self.resolution, self.spatial_scale = resolution, spatial_scale
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.projection = nn.Linear(dim, num_classes)
+
+    def forward(self, fmap: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """``fmap (B, C, T, H, W)``, ``boxes (K, 5)`` = (batch index, x1, y1, x2, y2) in input pixels -> ``(K, classes)``."""
+        if boxes.ndim != 2 or boxes.shape[1] != 5:
+            raise ValueError(f"boxes must be (K, 5): batch index, x1, y1, x2, y2; got shape {tuple(boxes.shape)}")
+        x = fmap.mean(dim=2)  # (B, C, H, W): average over the whole temporal extent
+        x = roi_align(x, boxes.to(x.dtype), self.resolution, self.spatial_scale, sampling_ratio=0, aligned=True)
+        x = x.amax(dim=(2, 3))  # (K, C): max pool over the 7x7 grid
+        return torch.sigmoid(self.projection(self.dropout(x)))  # (K, classes)
+
+
+class AVADetector(nn.Module):
+    """``backbone`` must provide ``forward_feature_map(video) -> (B, C, T', H', W')`` (cls removed after the
+    final norm) and ``num_features``."""
+
+    def __init__(self, backbone: nn.Module, roi_head: ROIActionHead) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.roi_head = roi_head
+
+    def forward(self, video: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return self.roi_head(self.backbone.forward_feature_map(video), boxes)
+
+
+def build_ava_detector(backbone: nn.Module, num_classes: int = 80, dropout: float = 0.5) -> AVADetector:
+    return AVADetector(backbone, ROIActionHead(backbone.num_features, num_classes, dropout=dropout))
