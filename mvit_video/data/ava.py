@@ -1,0 +1,184 @@
+"""AVA v2.1/v2.2 in the official layout (spec §4): frames at 30 fps, frame lists, box CSVs, exclusions.
+
+    ROOT/frames/<video>/<video>_%06d.jpg
+    ROOT/frame_lists/{train,val}.csv           header, then "original_video_id video_idx frame_id path labels"
+    ROOT/annotations/ava_{train,val}_v2.2.csv  video,sec,x1,y1,x2,y2,action,person_id  (ground truth)
+    ROOT/annotations/<detector boxes>.csv      video,sec,x1,y1,x2,y2,[action],score     (proposals)
+    ROOT/annotations/ava_val_excluded_timestamps_v2.2.csv, ava_action_list_v2.2_for_activitynet_2019.pbtxt
+
+A keyframe at second ``s`` is frame ``(s - 900) * 30`` of its list; a clip takes ``num_frames`` frames every
+``sampling_rate`` around it (the keyframe at position num_frames/2), indices clamped to the video so every clip
+has its full length. Boxes follow every resize, crop and flip (``torchvision.transforms.v2`` bounding boxes).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from .kinetics import DatasetFormatError
+
+FPS = 30
+FIRST_SECOND = 900  # AVA videos are cut at 900 s; frame 0 of a list is second 900
+
+
+def read_frame_lists(path: str | Path) -> dict[str, list[str]]:
+    """``{video id: [frame paths in list order]}`` from an official frame list (header line skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"AVA frame list not found: {path}")
+    frames: dict[str, list[str]] = defaultdict(list)
+    with path.open() as f:
+        next(f, None)  # header
+        for lineno, line in enumerate(f, start=2):
+            cols = line.split()
+            if not cols:
+                continue
+            if len(cols) < 4:
+                raise DatasetFormatError(f"{path}:{lineno}: expected 'original_video_id video_id frame_id path labels'")
+            frames[cols[0]].append(cols[3])
+    return dict(frames)
+
+
+def read_boxes(
+    path: str | Path, is_groundtruth: bool, score_threshold: float = 0.0
+) -> dict[tuple[str, int], dict[tuple[float, ...], set[int]]]:
+    """``{(video, second): {box: {action ids}}}``. Boxes are grouped by their exact coordinate text, as the
+    official loader does. Column 8 is a person id in ground truth (never a score) and a score in detections,
+    whose rows below ``score_threshold`` are dropped. An empty action gives a box without labels."""
+    out: dict[tuple[str, int], dict[tuple[float, ...], set[int]]] = defaultdict(dict)
+    with Path(path).open() as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            if len(row) == 2:
+                continue  # a keyframe marked as having no action (newer 2-column rows)
+            if len(row) < 6:
+                raise DatasetFormatError(f"{path}:{lineno}: expected 'video,sec,x1,y1,x2,y2,action,person_or_score'")
+            if not is_groundtruth and len(row) > 7 and row[7] and float(row[7]) < score_threshold:
+                continue
+            key = (row[0], int(float(row[1])))
+            box = tuple(float(v) for v in row[2:6])
+            labels = out[key].setdefault(box, set())
+            if len(row) > 6 and row[6].strip():
+                labels.add(int(row[6]))
+    return dict(out)
+
+
+def read_exclusions(path: str | Path | None) -> set[tuple[str, int]]:
+    if not path:
+        return set()
+    with Path(path).open() as f:
+        return {(r[0], int(float(r[1]))) for r in csv.reader(f) if len(r) >= 2}
+
+
+class AVADataset(Dataset):
+    """One sample per keyframe with at least one box. Train: short-side jitter, random crop, flip. Val/test:
+    short side to the crop size, centre crop (MViT runs on the crop; spec pitfall 10)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        box_files: Sequence[tuple[str, bool, float]],
+        num_frames: int = 16,
+        sampling_rate: int = 4,
+        crop_size: int = 224,
+        jitter_scales: Sequence[int] = (256, 320),
+        mean: Sequence[float] = (0.45, 0.45, 0.45),
+        std: Sequence[float] = (0.225, 0.225, 0.225),
+        num_classes: int = 80,
+        seconds: tuple[int, int] = (902, 1798),
+        exclusions: str | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.train = split == "train"
+        self.frames = read_frame_lists(self.root / "frame_lists" / f"{split}.csv")
+        self.num_frames, self.sampling_rate = num_frames, sampling_rate
+        self.crop_size, self.jitter_scales = crop_size, tuple(jitter_scales)
+        self.mean, self.std = list(mean), list(std)
+        self.num_classes = num_classes
+        excluded = read_exclusions(self.root / "annotations" / exclusions if exclusions else None)
+        merged: dict[tuple[str, int], dict[tuple[float, ...], set[int]]] = defaultdict(dict)
+        for name, is_gt, threshold in box_files:
+            for key, boxes in read_boxes(self.root / "annotations" / name, is_gt, threshold).items():
+                for box, labels in boxes.items():
+                    merged[key].setdefault(box, set()).update(labels)
+        lo, hi = seconds
+        self.videos = sorted(self.frames)
+        self.video_index = {v: i for i, v in enumerate(self.videos)}
+        self.samples = [
+            (video, sec, boxes)
+            for (video, sec), boxes in sorted(merged.items())
+            if video in self.frames and lo <= sec <= hi and (video, sec) not in excluded and boxes
+        ]
+        if not self.samples:
+            raise DatasetFormatError(f"no keyframes with boxes for split {split!r} under {self.root}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def frame_indices(self, video: str, sec: int) -> list[int]:
+        """``num_frames`` indices every ``sampling_rate`` around the keyframe, clamped to the video."""
+        n = len(self.frames[video])
+        center = (sec - FIRST_SECOND) * FPS
+        span = self.num_frames * self.sampling_rate
+        return [min(max(i, 0), n - 1) for i in range(center - span // 2, center + span // 2, self.sampling_rate)]
+
+    def _read(self, rel: str) -> np.ndarray:
+        with Image.open(self.root / "frames" / rel) as img:
+            return np.asarray(img.convert("RGB"))  # (H, W, 3) uint8
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        video, sec, box_map = self.samples[index]
+        paths = self.frames[video]
+        frames = torch.from_numpy(np.stack([self._read(paths[i]) for i in self.frame_indices(video, sec)]))
+        frames = frames.permute(0, 3, 1, 2)  # (T, C, H, W)
+        h, w = frames.shape[-2:]
+        norm_boxes = torch.tensor(list(box_map), dtype=torch.float32)  # (N, 4) in [0, 1]
+        labels = torch.zeros(len(box_map), self.num_classes)
+        for j, acts in enumerate(box_map.values()):
+            for a in acts:
+                if 1 <= a <= self.num_classes:
+                    labels[j, a - 1] = 1.0
+        pixel = norm_boxes * torch.tensor([w, h, w, h])
+        vid = tv_tensors.Video(frames)
+        boxes = tv_tensors.BoundingBoxes(pixel, format="XYXY", canvas_size=(h, w))
+        if self.train:
+            short = int(torch.randint(self.jitter_scales[0], self.jitter_scales[1] + 1, ()).item())
+            vid, boxes = TF.resize(vid, short, antialias=True), TF.resize(boxes, short)
+            vid, boxes = v2.RandomCrop(self.crop_size)(vid, boxes)
+            vid, boxes = v2.RandomHorizontalFlip()(vid, boxes)
+        else:
+            vid, boxes = TF.resize(vid, self.crop_size, antialias=True), TF.resize(boxes, self.crop_size)
+            vid, boxes = TF.center_crop(vid, self.crop_size), TF.center_crop(boxes, self.crop_size)
+        boxes = TF.clamp_bounding_boxes(boxes)
+        out = TF.normalize(TF.to_dtype(vid, torch.float32, scale=True), self.mean, self.std)
+        return {
+            "video": out.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous(),  # (C, T, H, W)
+            "boxes": boxes.as_subclass(torch.Tensor),  # (N, 4) x1 y1 x2 y2 in input pixels
+            "labels": labels,  # (N, num_classes) multi-hot
+            "ori_boxes": norm_boxes,  # (N, 4) normalised, as in the CSVs
+            "key": torch.tensor([self.video_index[video], sec]),
+        }
+
+
+def ava_collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack clips; concatenate boxes with their batch index in front (``(K, 5)``), labels, original boxes
+    and the (video index, second) of every box, for evaluation."""
+    boxes = [torch.cat([torch.full((len(s["boxes"]), 1), float(i)), s["boxes"]], 1) for i, s in enumerate(samples)]
+    return {
+        "video": torch.stack([s["video"] for s in samples]),
+        "boxes": torch.cat(boxes),
+        "labels": torch.cat([s["labels"] for s in samples]),
+        "ori_boxes": torch.cat([s["ori_boxes"] for s in samples]),
+        "keys": torch.cat([s["key"].expand(len(s["boxes"]), 2) for s in samples]),
+    }

@@ -1,0 +1,110 @@
+"""Synthetic AVA in the official layout: JPEG frames at 30 fps, frame lists, ground-truth CSV with person ids,
+proposal CSV with scores, exclusions and a label map. "Persons" (a body and a head) act by motion: standing
+still, walking, running, jumping, waving an arm (waving combines with standing or walking: several labels per
+person), several persons per frame."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# AVA v2.2 action ids and names (all in the 60-class evaluation list).
+ACTIONS = {7: "jump/leap", 10: "run/jog", 12: "stand", 14: "walk", 69: "hand wave"}
+
+
+@dataclass(frozen=True)
+class SyntheticAVASpec:
+    train_videos: int = 6
+    val_videos: int = 3
+    seconds: int = 8  # frames for seconds 900 .. 900 + seconds - 1
+    keyframes: tuple[int, int] = (902, 905)
+    width: int = 128
+    height: int = 96
+    persons: tuple[int, int] = (2, 3)
+    seed: int = 0
+    version: int = 1
+
+
+def _person_track(rng: np.random.Generator, n: int, w: int, h: int) -> tuple[np.ndarray, list[int], float, float]:
+    """Per-frame (x, y) of a person's centre, its actions, its body width and height."""
+    bw, bh = rng.uniform(0.08, 0.12) * w, rng.uniform(0.3, 0.4) * h
+    x0, y0 = rng.uniform(0.2, 0.8) * w, rng.uniform(0.45, 0.6) * h
+    base = int(rng.choice([7, 10, 12, 14]))
+    actions = [base] + ([69] if base in (12, 14) and rng.random() < 0.5 else [])
+    t = np.arange(n) / 30.0
+    direction = rng.choice([-1.0, 1.0])
+    xs, ys = np.full(n, x0), np.full(n, y0)
+    if base == 14:
+        xs = x0 + direction * 0.06 * w * t
+    elif base == 10:
+        xs = x0 + direction * 0.2 * w * t
+    elif base == 7:
+        ys = y0 - np.abs(np.sin(2 * math.pi * 1.2 * t)) * 0.2 * h
+    xs = np.mod(xs, w)  # wrap around
+    return np.stack([xs, ys], 1), actions, bw, bh
+
+
+def make_synthetic_ava(root: str | Path, spec: SyntheticAVASpec | None = None) -> Path:
+    """Write the dataset under ``root`` (cached by spec)."""
+    import json
+    from dataclasses import asdict
+
+    spec = spec or SyntheticAVASpec()
+    root = Path(root)
+    marker = root / "synthetic_ava.json"
+    if marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(asdict(spec))):
+        return root
+    rng = np.random.default_rng(spec.seed)
+    n = spec.seconds * 30
+    w, h = spec.width, spec.height
+    ann = root / "annotations"
+    ann.mkdir(parents=True, exist_ok=True)
+    (root / "frame_lists").mkdir(exist_ok=True)
+    for split, count in (("train", spec.train_videos), ("val", spec.val_videos)):
+        list_rows = ["original_vido_id video_id frame_id path labels"]
+        gt_rows, prop_rows = [], []
+        for v in range(count):
+            vid = f"{split}{v:03d}"
+            tracks = [_person_track(rng, n, w, h) for _ in range(int(rng.integers(spec.persons[0], spec.persons[1] + 1)))]
+            bg = rng.integers(40, 200, size=3)
+            colours = [tuple(int(c) for c in (bg + rng.integers(70, 150, 3)) % 256) for _ in tracks]
+            (root / "frames" / vid).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = Image.new("RGB", (w, h), tuple(int(c) for c in bg))
+                draw = ImageDraw.Draw(img)
+                for (pos, actions, bw, bh), col in zip(tracks, colours):
+                    cx, cy = pos[i]
+                    draw.rectangle([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], fill=col)
+                    draw.ellipse([cx - bw / 2, cy - bh / 2 - bw, cx + bw / 2, cy - bh / 2], fill=col)
+                    if 69 in actions:  # an arm swinging up and down
+                        a = math.sin(2 * math.pi * 2.0 * i / 30) * 1.0
+                        ax, ay = cx + bw / 2 + 0.6 * bw * math.cos(a), cy - bh / 4 - 0.6 * bw * math.sin(a) * 2
+                        draw.line([cx + bw / 2, cy - bh / 4, ax, ay], fill=col, width=max(2, int(bw / 3)))
+                name = f"{vid}/{vid}_{i + 1:06d}.jpg"
+                img.save(root / "frames" / name, quality=90)
+                list_rows.append(f"{vid} {v} {i} {name} \"\"")
+            for sec in range(spec.keyframes[0], spec.keyframes[1] + 1):
+                i = (sec - 900) * 30
+                for pid, (pos, actions, bw, bh) in enumerate(tracks):
+                    cx, cy = pos[i]
+                    box = np.clip([(cx - bw / 2) / w, (cy - bh / 2 - bw) / h, (cx + bw / 2) / w, (cy + bh / 2) / h], 0, 1)
+                    if 69 in actions:
+                        box[2] = min(1.0, box[2] + 0.6 * bw / w)
+                    b = ",".join(f"{c:.3f}" for c in box)
+                    gt_rows += [f"{vid},{sec:04d},{b},{a},{pid}" for a in actions]
+                    jit = np.clip(box + rng.normal(0, 0.01, 4), 0, 1)
+                    prop_rows.append(f"{vid},{sec:04d}," + ",".join(f"{c:.3f}" for c in jit) + f",,{rng.uniform(0.85, 1):.4f}")
+                prop_rows.append(f"{vid},{sec:04d},0.000,0.000,0.200,0.200,,{rng.uniform(0.1, 0.5):.4f}")  # below threshold
+        (root / "frame_lists" / f"{split}.csv").write_text("\n".join(list_rows) + "\n")
+        (ann / f"ava_{split}_v2.2.csv").write_text("\n".join(gt_rows) + "\n")
+        (ann / f"ava_{split}_predicted_boxes.csv").write_text("\n".join(prop_rows) + "\n")
+    (ann / "ava_val_excluded_timestamps_v2.2.csv").write_text(f"val000,{spec.keyframes[1]:04d}\n")
+    (ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt").write_text(
+        "".join(f'label {{\n  name: "{name}"\n  label_id: {i}\n  label_type: PERSON_MOVEMENT\n}}\n' for i, name in ACTIONS.items())
+    )
+    marker.write_text(json.dumps(asdict(spec), indent=1))
+    return root
