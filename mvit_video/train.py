@@ -88,7 +88,8 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and torch.tensor(v).numel() == 1}
+    scalar = lambda v: isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1)  # noqa: E731
+    return {k: float(v) for k, v in metrics.items() if scalar(v)}
 
 
 def plot_curves(metrics_csv: Path, out_png: Path) -> Path | None:

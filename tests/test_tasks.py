@@ -1,7 +1,6 @@
 """Training pieces: mixup targets, LR schedule, parameter groups, multi-view metric."""
 
 import math
-from functools import partial
 
 import torch
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -46,7 +47,7 @@ def read_video_csv(path: str | Path, num_classes: int, sep: str = " ", prefix: s
         try:
             label = int(cols[-1]) if len(cols) > 1 else 0
         except ValueError:
-            raise DatasetFormatError(f"{path}:{lineno}: label {cols[-1]!r} is not an integer; expected {CSV_FORMAT}")
+            raise DatasetFormatError(f"{path}:{lineno}: label {cols[-1]!r} is not an integer; expected {CSV_FORMAT}") from None
         if not 0 <= label < num_classes:
             raise DatasetFormatError(f"{path}:{lineno}: label {label} is out of range [0, {num_classes})")
         video = Path(cols[0])
@@ -97,7 +98,7 @@ class KineticsDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         skipped = 0
         views = self.num_clips * self.num_crops
-        for attempt in range(self.max_retries + 1):
+        for _ in range(self.max_retries + 1):
             video_idx, view = divmod(index, views)
             path, label = self.items[video_idx]
             clip_idx, crop_idx = divmod(view, self.num_crops)

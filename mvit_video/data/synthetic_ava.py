@@ -104,7 +104,9 @@ def make_synthetic_ava(root: str | Path, spec: SyntheticAVASpec | None = None) -
         (ann / f"ava_{split}_predicted_boxes.csv").write_text("\n".join(prop_rows) + "\n")
     (ann / "ava_val_excluded_timestamps_v2.2.csv").write_text(f"val000,{spec.keyframes[1]:04d}\n")
     (ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt").write_text(
-        "".join(f'label {{\n  name: "{name}"\n  label_id: {i}\n  label_type: PERSON_MOVEMENT\n}}\n' for i, name in ACTIONS.items())
+        "".join(
+            f'label {{\n  name: "{name}"\n  label_id: {i}\n  label_type: PERSON_MOVEMENT\n}}\n' for i, name in ACTIONS.items()
+        )
     )
     marker.write_text(json.dumps(asdict(spec), indent=1))
     return root

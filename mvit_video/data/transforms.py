@@ -8,7 +8,7 @@ centre crop or three crops along the long side. All end with /255 and mean/std n
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchvision import tv_tensors

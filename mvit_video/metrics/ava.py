@@ -148,7 +148,10 @@ def frame_map(
     padded[np.searchsorted(groups, g_group), slot] = g_boxes
 
     pos = np.searchsorted(groups, d_group)
-    has_gt = (pos < len(groups)) & (groups[np.minimum(pos, max(len(groups) - 1, 0))] == d_group) if len(groups) else np.zeros(len(d_group), bool)
+    if len(groups):
+        has_gt = (pos < len(groups)) & (groups[np.minimum(pos, len(groups) - 1)] == d_group)
+    else:
+        has_gt = np.zeros(len(d_group), dtype=bool)
     tp = np.zeros(len(d_group), dtype=bool)
     idx = np.flatnonzero(has_gt)
     if len(idx):

@@ -11,7 +11,6 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 from torchvision.ops import StochasticDepth
