@@ -45,7 +45,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     net = instantiate(cfg.model)
     if cfg.get("init_from"):
-        load_pretrained(net, cfg.init_from, strict_head=False)
+        load_pretrained(getattr(net, "backbone", net), cfg.init_from, strict_head=False)
         log.info("initialised backbone from %s", cfg.init_from)
     task = instantiate(cfg.task, net=net)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
@@ -135,7 +135,7 @@ def print_summary(metrics: dict[str, float], output_dir: Path) -> None:
     table = Table(title=f"mvit_video run: {output_dir}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    keys = ["val/top1", "val/top5", "test/top1", "test/top5", "test_time_shuffled/top1", "test_time_shuffled/top5"]
+    keys = ["val/mAP", "val/top1", "val/top5", "test/top1", "test/top5", "test_time_shuffled/top1", "test_time_shuffled/top5"]
     for key in keys:
         if key in metrics and math.isfinite(metrics[key]):
             table.add_row(key, f"{100 * metrics[key]:.1f}%")

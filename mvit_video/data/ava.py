@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -99,6 +100,7 @@ class AVADataset(Dataset):
         num_classes: int = 80,
         seconds: tuple[int, int] = (902, 1798),
         exclusions: str | None = None,
+        gt_file: str | None = None,
     ) -> None:
         self.root = Path(root)
         self.train = split == "train"
@@ -113,13 +115,18 @@ class AVADataset(Dataset):
             for key, boxes in read_boxes(self.root / "annotations" / name, is_gt, threshold).items():
                 for box, labels in boxes.items():
                     merged[key].setdefault(box, set()).update(labels)
+        # Evaluation: ground truth is read on its own and returned beside the boxes to classify, so that
+        # keyframes whose persons no proposal found still count their ground truth.
+        self.gt = read_boxes(self.root / "annotations" / gt_file, True) if gt_file else {}
+        for key in self.gt:
+            merged.setdefault(key, {})
         lo, hi = seconds
         self.videos = sorted(self.frames)
         self.video_index = {v: i for i, v in enumerate(self.videos)}
         self.samples = [
             (video, sec, boxes)
             for (video, sec), boxes in sorted(merged.items())
-            if video in self.frames and lo <= sec <= hi and (video, sec) not in excluded and boxes
+            if video in self.frames and lo <= sec <= hi and (video, sec) not in excluded and (boxes or (video, sec) in self.gt)
         ]
         if not self.samples:
             raise DatasetFormatError(f"no keyframes with boxes for split {split!r} under {self.root}")
@@ -144,12 +151,7 @@ class AVADataset(Dataset):
         frames = torch.from_numpy(np.stack([self._read(paths[i]) for i in self.frame_indices(video, sec)]))
         frames = frames.permute(0, 3, 1, 2)  # (T, C, H, W)
         h, w = frames.shape[-2:]
-        norm_boxes = torch.tensor(list(box_map), dtype=torch.float32)  # (N, 4) in [0, 1]
-        labels = torch.zeros(len(box_map), self.num_classes)
-        for j, acts in enumerate(box_map.values()):
-            for a in acts:
-                if 1 <= a <= self.num_classes:
-                    labels[j, a - 1] = 1.0
+        norm_boxes, labels = self._box_tensors(box_map)
         pixel = norm_boxes * torch.tensor([w, h, w, h])
         vid = tv_tensors.Video(frames)
         boxes = tv_tensors.BoundingBoxes(pixel, format="XYXY", canvas_size=(h, w))
@@ -163,13 +165,25 @@ class AVADataset(Dataset):
             vid, boxes = TF.center_crop(vid, self.crop_size), TF.center_crop(boxes, self.crop_size)
         boxes = TF.clamp_bounding_boxes(boxes)
         out = TF.normalize(TF.to_dtype(vid, torch.float32, scale=True), self.mean, self.std)
+        gt_boxes, gt_labels = self._box_tensors(self.gt.get((video, sec), {}))
         return {
             "video": out.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous(),  # (C, T, H, W)
             "boxes": boxes.as_subclass(torch.Tensor),  # (N, 4) x1 y1 x2 y2 in input pixels
             "labels": labels,  # (N, num_classes) multi-hot
             "ori_boxes": norm_boxes,  # (N, 4) normalised, as in the CSVs
             "key": torch.tensor([self.video_index[video], sec]),
+            "gt_boxes": gt_boxes,  # (M, 4) normalised ground truth (evaluation datasets only)
+            "gt_labels": gt_labels,  # (M, num_classes)
         }
+
+    def _box_tensors(self, box_map: dict[tuple[float, ...], set[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes = torch.tensor(list(box_map), dtype=torch.float32).reshape(-1, 4)  # (N, 4) in [0, 1]
+        labels = torch.zeros(len(box_map), self.num_classes)
+        for j, acts in enumerate(box_map.values()):
+            for a in acts:
+                if 1 <= a <= self.num_classes:
+                    labels[j, a - 1] = 1.0
+        return boxes, labels
 
 
 def ava_collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -182,4 +196,84 @@ def ava_collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         "labels": torch.cat([s["labels"] for s in samples]),
         "ori_boxes": torch.cat([s["ori_boxes"] for s in samples]),
         "keys": torch.cat([s["key"].expand(len(s["boxes"]), 2) for s in samples]),
+        "gt_boxes": torch.cat([s["gt_boxes"] for s in samples]),
+        "gt_labels": torch.cat([s["gt_labels"] for s in samples]),
+        "gt_keys": torch.cat([s["key"].expand(len(s["gt_boxes"]), 2) for s in samples]),
     }
+
+
+class AVADataModule(L.LightningDataModule):
+    """AVA in the official layout; ``synthetic`` (a dict of ``SyntheticAVASpec`` fields) writes one first."""
+
+    def __init__(
+        self,
+        root: str,
+        train_boxes: Sequence[tuple[str, bool, float]] = (("ava_train_v2.2.csv", True, 0.0),),
+        val_boxes: Sequence[tuple[str, bool, float]] = (("ava_val_predicted_boxes.csv", False, 0.8),),
+        val_groundtruth: str = "ava_val_v2.2.csv",
+        exclusions: str | None = "ava_val_excluded_timestamps_v2.2.csv",
+        labelmap: str = "ava_action_list_v2.2_for_activitynet_2019.pbtxt",
+        num_frames: int = 16,
+        sampling_rate: int = 4,
+        crop_size: int = 224,
+        jitter_scales: Sequence[int] = (256, 320),
+        mean: Sequence[float] = (0.45, 0.45, 0.45),
+        std: Sequence[float] = (0.225, 0.225, 0.225),
+        seconds: Sequence[int] = (902, 1798),
+        batch_size: int = 8,
+        num_workers: int = 4,
+        synthetic: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.box_files = {"train": [tuple(b) for b in train_boxes], "val": [tuple(b) for b in val_boxes]}
+        self.val_groundtruth, self.exclusions, self.labelmap = val_groundtruth, exclusions, labelmap
+        self.kw = dict(
+            num_frames=num_frames, sampling_rate=sampling_rate, crop_size=crop_size, jitter_scales=tuple(jitter_scales),
+            mean=mean, std=std, seconds=tuple(seconds),
+        )  # fmt: skip
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.synthetic = synthetic
+        self.datasets: dict[str, AVADataset] = {}
+        self.video_names: list[str] | None = None
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            from .synthetic_ava import SyntheticAVASpec, make_synthetic_ava
+
+            make_synthetic_ava(self.root, SyntheticAVASpec(**self.synthetic))
+
+    def check_files(self, train: bool = True, test: bool = True) -> None:
+        for rel in ["frame_lists/train.csv", "frame_lists/val.csv", f"annotations/{self.labelmap}"]:
+            if not (self.root / rel).is_file():
+                raise FileNotFoundError(f"AVA file not found: {self.root / rel} (see spec §4.1 for the layout)")
+
+    def class_ids(self) -> list[int]:
+        from ..metrics.ava import read_labelmap
+
+        return sorted(read_labelmap(self.root / "annotations" / self.labelmap))
+
+    def setup(self, stage: str | None = None) -> None:
+        if "train" not in self.datasets and stage in (None, "fit"):
+            self.datasets["train"] = AVADataset(self.root, "train", self.box_files["train"], **self.kw)
+        if "val" not in self.datasets:
+            # Boxes to classify: the person detector's proposals; ground truth returned beside them.
+            self.datasets["val"] = AVADataset(
+                self.root, "val", self.box_files["val"], exclusions=self.exclusions, gt_file=self.val_groundtruth, **self.kw
+            )
+            self.video_names = self.datasets["val"].videos
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            collate_fn=ava_collate, drop_last=shuffle, persistent_workers=self.num_workers > 0,
+        )  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("val", False)

@@ -1,0 +1,93 @@
+"""LightningModule for AVA action detection: BCE on sigmoid outputs, frame-mAP on validation and test, and the
+detections written in the official CSV format (``video_id,second,x1,y1,x2,y2,action_id,score``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..metrics.ava import AVAFrameMAP
+from .optim import param_groups
+
+
+class AVADetectionModule(L.LightningModule):
+    """Receives a built detector (``forward(video, boxes) -> probabilities``) and optimiser/scheduler factories.
+
+    ``class_ids``: the evaluated action ids (the label map's); ``videos``: video ids by index, for the CSV.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        class_ids: list[int] | None = None,
+        detections_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.class_ids = list(class_ids) if class_ids else list(range(1, 81))
+        self.detections_dir = detections_dir
+        self.val_map = AVAFrameMAP(self.class_ids)
+        self.test_map = AVAFrameMAP(self.class_ids)
+        self._rows: list[str] = []
+
+    def forward(self, video: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return self.net(video, boxes)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        probs = self.net(batch["video"], batch["boxes"])  # (K, 80)
+        loss = F.binary_cross_entropy(probs.float(), batch["labels"].float())
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["video"]))
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], metric: AVAFrameMAP) -> None:
+        probs = self.net(batch["video"], batch["boxes"]).float()
+        code = lambda k: k[:, 0] * 100_000 + k[:, 1]  # noqa: E731  one integer per (video, second)
+        metric.update(
+            code(batch["keys"]), batch["ori_boxes"], probs, code(batch["gt_keys"]), batch["gt_boxes"], batch["gt_labels"] > 0.5
+        )
+        if self.detections_dir is not None:
+            videos = getattr(self.trainer.datamodule, "video_names", None)
+            for (v, sec), box, p in zip(batch["keys"].tolist(), batch["ori_boxes"].tolist(), probs.cpu()):
+                name = videos[v] if videos else str(v)
+                coords = ",".join(f"{c:.3f}" for c in box)
+                self._rows += [f"{name},{sec:04d},{coords},{c},{p[c - 1]:.4f}" for c in self.class_ids]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_map)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_map)
+
+    def _finish(self, split: str, metric: AVAFrameMAP) -> None:
+        self.log(f"{split}/mAP", metric.compute().float(), prog_bar=True)
+        metric.reset()
+        if self.detections_dir is not None and self._rows and self.trainer.is_global_zero:
+            out = Path(self.detections_dir) / f"detections_{split}_rank{self.global_rank}.csv"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("\n".join(self._rows) + "\n")
+        self._rows = []
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish("val", self.val_map)
+
+    def on_test_epoch_end(self) -> None:
+        self._finish("test", self.test_map)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        wd = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
+        optimizer = self.optimizer_factory(param_groups(self.net, wd))
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        max_epochs = max(self.trainer.max_epochs or 1, 1)
+        steps_per_epoch = max(self.trainer.estimated_stepping_batches // max_epochs, 1)
+        scheduler = self.scheduler_factory(optimizer, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
