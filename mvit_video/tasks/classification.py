@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..metrics.classification import MultiViewAccuracy
 from .mixup import MixupCutmix, smooth_one_hot
-from .optim import param_groups
+from .optim import configure_optimizers
 
 
 def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -100,18 +100,10 @@ class VideoClassificationModule(L.LightningModule):
         self.test_views.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        wd = self.optimizer_factory.keywords.get("weight_decay", 0.0) if hasattr(self.optimizer_factory, "keywords") else 0.0
-        groups = param_groups(self.net, wd, self.layer_decay)
-        optimizer = self.optimizer_factory(groups)
-        for g in optimizer.param_groups:
-            g["lr"] = g["lr"] * g.get("lr_scale", 1.0)
-            g["initial_lr"] = g["lr"]
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        max_epochs = max(self.trainer.max_epochs or 1, 1)
-        steps_per_epoch = max(self.trainer.estimated_stepping_batches // max_epochs, 1)
-        scheduler = self.scheduler_factory(optimizer, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimizers(
+            self.net, self.optimizer_factory, self.scheduler_factory, self.trainer.max_epochs or 1,
+            self.trainer.estimated_stepping_batches, self.layer_decay,
+        )  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checkpoints carry what a user needs to run the model: its config and its preprocessing."""

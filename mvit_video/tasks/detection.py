@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics.ava import AVAFrameMAP
-from .optim import param_groups
+from .optim import configure_optimizers
 
 
 class AVADetectionModule(L.LightningModule):
@@ -83,11 +83,7 @@ class AVADetectionModule(L.LightningModule):
         self._finish("test", self.test_map)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        wd = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
-        optimizer = self.optimizer_factory(param_groups(self.net, wd))
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        max_epochs = max(self.trainer.max_epochs or 1, 1)
-        steps_per_epoch = max(self.trainer.estimated_stepping_batches // max_epochs, 1)
-        scheduler = self.scheduler_factory(optimizer, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimizers(
+            self.net, self.optimizer_factory, self.scheduler_factory, self.trainer.max_epochs or 1,
+            self.trainer.estimated_stepping_batches,
+        )  # fmt: skip

@@ -61,3 +61,25 @@ def warmup_cosine(
         return f
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(i) for i in range(len(base))])
+
+
+def configure_optimizers(
+    net: nn.Module,
+    optimizer_factory: Callable[..., torch.optim.Optimizer],
+    scheduler_factory: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None,
+    max_epochs: int,
+    total_steps: int,
+    layer_decay: float = 1.0,
+) -> dict:
+    """What a LightningModule's ``configure_optimizers`` returns: weight-decay groups (decay taken from the
+    factory's ``weight_decay``), layer-decayed LRs, and the scheduler stepped every optimiser step."""
+    wd = getattr(optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
+    optimizer = optimizer_factory(param_groups(net, wd, layer_decay))
+    for g in optimizer.param_groups:
+        g["lr"] = g["lr"] * g.get("lr_scale", 1.0)
+    if scheduler_factory is None:
+        return {"optimizer": optimizer}
+    max_epochs = max(max_epochs, 1)
+    steps_per_epoch = max(total_steps // max_epochs, 1)
+    scheduler = scheduler_factory(optimizer, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
