@@ -7,6 +7,7 @@ Layout (spec §6.1): ``ROOT/{train,val,test}.csv``, one video per line, ``path l
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Sequence
@@ -155,8 +156,9 @@ class KineticsDataModule(L.LightningDataModule):
         self.num_frames, self.sampling_rate, self.target_fps = num_frames, sampling_rate, target_fps
         self.crop_size = crop_size
         self.mean, self.std = list(mean), list(std)
+        self.test_short_side = test_short_side or train_jitter_scales[0]
         self.tf_kwargs = dict(
-            crop_size=crop_size, jitter_scales=tuple(train_jitter_scales), test_short_side=test_short_side,
+            crop_size=crop_size, jitter_scales=tuple(train_jitter_scales), test_short_side=self.test_short_side,
             mean=mean, std=std,
         )  # fmt: skip
         self.random_resized_crop, self.flip = random_resized_crop, flip
@@ -213,20 +215,19 @@ class KineticsDataModule(L.LightningDataModule):
         if "test" in self.datasets:
             self.datasets["test"].time_shuffle = enabled
 
+    @functools.cached_property
     def class_names(self) -> list[str]:
+        """Read once (checkpoints store them at every save)."""
         path = self.root / "classnames.txt"
         return read_classnames(path, self.num_classes) if path.is_file() else [str(i) for i in range(self.num_classes)]
-
-    def num_videos(self, split: str) -> int:
-        return len(self.datasets[split].items)
 
     def metadata(self) -> dict[str, Any]:
         """Preprocessing a trained model needs, stored in its checkpoints."""
         return {
             "num_frames": self.num_frames, "sampling_rate": self.sampling_rate, "target_fps": self.target_fps,
-            "crop_size": self.crop_size, "mean": self.mean, "std": self.std, "class_names": self.class_names(),
+            "crop_size": self.crop_size, "mean": self.mean, "std": self.std, "class_names": self.class_names,
             "test_num_clips": self.test_num_clips, "test_num_crops": self.test_num_crops,
-            "test_short_side": self.tf_kwargs["test_short_side"] or self.tf_kwargs["jitter_scales"][0],
+            "test_short_side": self.test_short_side,
         }  # fmt: skip
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:

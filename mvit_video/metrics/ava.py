@@ -16,7 +16,6 @@ Everything runs as numpy array operations over all rows at once: millions of det
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,17 +39,6 @@ def read_labelmap(path: str | Path) -> dict[int, str]:
     if not names:
         raise ValueError(f"{path}: no 'name:' / 'id:' entries found; expected an AVA label-map pbtxt")
     return names
-
-
-@dataclass
-class Boxes:
-    """Rows of an AVA CSV as arrays: keyframe ``keys`` (int codes), ``boxes`` (N, 4) x1 y1 x2 y2, ``labels``
-    (action ids), ``scores``. ``key_names`` maps key codes back to ``"video,%04d"``."""
-
-    keys: np.ndarray
-    boxes: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray
 
 
 def read_csv_rows(path: str | Path, with_scores: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from .optim import configure_optimizers
 class AVADetectionModule(L.LightningModule):
     """Receives a built detector (``forward(video, boxes) -> probabilities``) and optimiser/scheduler factories.
 
-    ``class_ids``: the evaluated action ids (the label map's); ``videos``: video ids by index, for the CSV.
+    ``class_ids``: the evaluated action ids; by default the datamodule's label map (the official whitelist).
     """
 
     def __init__(
@@ -33,11 +33,15 @@ class AVADetectionModule(L.LightningModule):
         super().__init__()
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.class_ids = list(class_ids) if class_ids else list(range(1, 81))
+        self.class_ids = list(class_ids) if class_ids else None
         self.detections_dir = detections_dir
+        self._rows: list[str] = []
+
+    def setup(self, stage: str) -> None:
+        if self.class_ids is None:
+            self.class_ids = self.trainer.datamodule.class_ids()
         self.val_map = AVAFrameMAP(self.class_ids)
         self.test_map = AVAFrameMAP(self.class_ids)
-        self._rows: list[str] = []
 
     def forward(self, video: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         return self.net(video, boxes)
