@@ -91,6 +91,20 @@ def test_random_cases_match_reference():
         _map(gt, det, classes=(1, 2, 3, 5, 6), excluded=np.array([3, 4]))
 
 
+def test_ties_negative_scores_and_a_binding_cap_match_reference():
+    """Scores quantised to tenths (many ties), some negative (logits), and a cap of 4 rows per keyframe."""
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 0.7, (60, 2))
+    gt = [(int(rng.integers(0, 8)), [*xy[i], *(xy[i] + 0.3)], int(rng.integers(1, 4)), 0) for i in range(60)]
+    det = []
+    for _ in range(400):
+        k, box, lab, _ = gt[int(rng.integers(0, 60))]
+        box = (np.array(box) + rng.normal(0, 0.05, 4)).tolist()
+        det.append((k, box, int(rng.integers(1, 4)), round(float(rng.uniform(-1, 1)), 1)))
+    for top_k in (4, 50):
+        _map(gt, det, classes=(1, 2, 3), top_k=top_k)
+
+
 def test_cli_on_official_format_files(tmp_path):
     (tmp_path / "labelmap.pbtxt").write_text(
         'item {\n  name: "bend/bow (at the waist)"\n  id: 1\n}\nitem {\n  name: "crouch/kneel"\n  id: 3\n}\n'

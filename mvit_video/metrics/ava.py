@@ -4,13 +4,15 @@ What the official evaluator does (spec §4.5), and what this module reproduces:
 - a label map gives the evaluated class ids (60 of 80 for v2.2); rows of other classes are dropped;
 - an image key is (video id, integer second); excluded keyframes are dropped from ground truth and detections;
 - at most the 50 highest-scoring detection rows per keyframe are kept (over all classes; ties keep file order);
+  equal scores are ranked in file order everywhere (the official code leaves that to numpy's unstable sort);
 - per class and keyframe, detections in descending score order are matched to the ground-truth box of highest
   IoU; a match needs IoU >= 0.5 and that box not matched before (no fallback to the second-best box);
   detections on keyframes without ground truth are false positives;
 - per class, detections of all keyframes are ranked by score; AP is the area under the monotone precision
   envelope (VOC); mAP is the mean over classes that have ground truth.
 
-Everything runs as numpy array operations over all rows at once: millions of detection rows take seconds.
+Everything runs as array operations over all rows at once (sorts are integer radix sorts through torch): a million
+detection rows take about 0.2 s, ~28x faster than the per-row reference (``scripts/bench_ava_eval.py``).
 """
 
 from __future__ import annotations
@@ -77,10 +79,11 @@ def _iou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def voc_average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
-    """Area under the monotone precision envelope (``compute_average_precision`` of the official metrics)."""
+    """Area under the monotone precision envelope (``compute_average_precision`` of the official metrics).
+    Rows of equal score keep their given order; the official code leaves that order to numpy's unstable sort."""
     if num_gt == 0:
         return float("nan")
-    order = np.argsort(scores)[::-1]
+    order = np.argsort(-scores, kind="stable")
     tp = tp[order].astype(np.float64)
     cum_tp = np.cumsum(tp)
     cum_fp = np.cumsum(1 - tp)
@@ -91,6 +94,22 @@ def voc_average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> fl
     precision = np.maximum.accumulate(precision[::-1])[::-1]
     idx = np.flatnonzero(recall[1:] != recall[:-1]) + 1
     return float(np.sum((recall[idx] - recall[idx - 1]) * precision[idx]))
+
+
+def _stable_argsort(x: np.ndarray) -> np.ndarray:
+    """Stable ascending argsort of an integer array. torch sorts integers with a radix sort (several times
+    faster than numpy's merge sort on int64), which is what makes a million rows take a fraction of a second."""
+    if len(x) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return torch.sort(torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64)), stable=True).indices.numpy()
+
+
+def _descending_key(scores: np.ndarray) -> np.ndarray:
+    """An int64 key whose ascending order is the descending order of float ``scores`` (IEEE-754 bit trick:
+    non-negative floats order as their bit patterns, negative ones in reverse)."""
+    bits = np.ascontiguousarray(scores, dtype=np.float64).view(np.int64)
+    ascending = np.where(bits < 0, bits ^ np.int64(0x7FFFFFFFFFFFFFFF), bits)
+    return ~ascending
 
 
 def frame_map(
@@ -104,66 +123,86 @@ def frame_map(
     """mAP and per-class AP. ``gt`` and ``det`` are ``(keys, boxes, labels, scores)``: integer keyframe codes
     (shared between the two), ``(N, 4)`` boxes, action ids and scores. ``excluded``: keyframe codes to drop."""
     whitelist = np.asarray(sorted(class_ids))
+    n_cls = int(whitelist.max()) + 1
     g_keys, g_boxes, g_labels, _ = gt
     d_keys, d_boxes, d_labels, d_scores = det
-    keep_g = np.isin(g_labels, whitelist)
-    keep_d = np.isin(d_labels, whitelist)
+    g_labels, d_labels = np.asarray(g_labels, dtype=np.int64), np.asarray(d_labels, dtype=np.int64)
+    listed = np.zeros(max(n_cls, int(g_labels.max(initial=0)) + 1, int(d_labels.max(initial=0)) + 1), dtype=bool)
+    listed[whitelist] = True
+    keep_g = listed[np.clip(g_labels, 0, None)] & (g_labels >= 0)
+    keep_d = listed[np.clip(d_labels, 0, None)] & (d_labels >= 0)
     if excluded is not None and len(excluded):
         keep_g &= ~np.isin(g_keys, excluded)
         keep_d &= ~np.isin(d_keys, excluded)
     g_keys, g_boxes, g_labels = g_keys[keep_g], g_boxes[keep_g], g_labels[keep_g]
     d_keys, d_boxes, d_labels, d_scores = d_keys[keep_d], d_boxes[keep_d], d_labels[keep_d], d_scores[keep_d]
 
-    # Top-k rows per keyframe: stable sort by (key, -score) keeps file order among equal scores.
-    order = np.lexsort((-d_scores, d_keys))
-    d_keys, d_boxes, d_labels, d_scores = d_keys[order], d_boxes[order], d_labels[order], d_scores[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(d_keys)) + 1]
-    rank = np.arange(len(d_keys)) - np.repeat(starts, np.diff(np.r_[starts, len(d_keys)])) if len(d_keys) else d_keys
-    if top_k > 0:
-        sel = rank < top_k
-        d_keys, d_boxes, d_labels, d_scores = d_keys[sel], d_boxes[sel], d_labels[sel], d_scores[sel]
+    # Order rows by (key, descending score), ties in file order: two stable integer sorts. Then keep the top-k
+    # rows of every keyframe. Only indices move here; the rows are gathered once, below.
+    by_score = _stable_argsort(_descending_key(d_scores))
+    order = by_score[_stable_argsort(d_keys[by_score])]
+    if top_k > 0 and len(order):
+        sorted_keys = d_keys[order]
+        starts = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1]
+        rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        order = order[rank < top_k]
 
     # Ground truth grouped by (key, class): padded [groups, G, 4] so every detection sees its group's boxes.
-    n_cls = int(whitelist.max()) + 1
     g_group = g_keys.astype(np.int64) * n_cls + g_labels
-    d_group = d_keys.astype(np.int64) * n_cls + d_labels
     g_order = np.argsort(g_group, kind="stable")
     g_group, g_boxes = g_group[g_order], g_boxes[g_order]
     groups, g_start, g_count = np.unique(g_group, return_index=True, return_counts=True)
     width = int(g_count.max()) if len(g_count) else 1
-    padded = np.full((len(groups), width, 4), np.nan)
+    padded = np.full((len(groups), width, 4), -1.0)  # zero-area padding: IoU 0, and real boxes come first
     slot = np.arange(len(g_group)) - np.repeat(g_start, g_count)
     padded[np.searchsorted(groups, g_group), slot] = g_boxes
 
+    d_group = d_keys[order].astype(np.int64) * n_cls + d_labels[order]  # in (key, descending score) order
     pos = np.searchsorted(groups, d_group)
     if len(groups):
         has_gt = (pos < len(groups)) & (groups[np.minimum(pos, len(groups) - 1)] == d_group)
     else:
         has_gt = np.zeros(len(d_group), dtype=bool)
-    tp = np.zeros(len(d_group), dtype=bool)
+    tp = np.zeros(len(d_keys), dtype=bool)  # indexed by original row
     idx = np.flatnonzero(has_gt)
     if len(idx):
         best_iou = np.empty(len(idx))
         best_gt = np.empty(len(idx), dtype=np.int64)
-        for chunk in np.array_split(np.arange(len(idx)), max(1, len(idx) * width // 4_000_000)):
+        for chunk in np.array_split(np.arange(len(idx)), max(1, len(idx) * width // 65_536)):  # cache-sized
             cand = padded[pos[idx[chunk]]]  # (n, G, 4)
-            iou = np.nan_to_num(_iou_rows(d_boxes[idx[chunk], None, :], cand), nan=-1.0)  # (n, G)
+            iou = _iou_rows(d_boxes[order[idx[chunk]], None, :], cand)  # (n, G)
             best_gt[chunk] = iou.argmax(1)
             best_iou[chunk] = iou.max(1)
         hit = best_iou >= iou_threshold
         # Within a (key, class) group detections are matched in descending score order: the first detection
-        # to claim a box gets it; later ones that pick the same box are false positives.
+        # to claim a box gets it; later ones that pick the same box are false positives. Rows are already in
+        # (key, descending score) order, so a stable sort by (group, box) keeps the score order inside a pair.
         cand_idx = idx[hit]
         pair = d_group[cand_idx] * width + best_gt[hit]
-        claim = np.lexsort((-d_scores[cand_idx], pair))
+        claim = _stable_argsort(pair)
         first = np.r_[True, pair[claim][1:] != pair[claim][:-1]]
-        tp[cand_idx[claim[first]]] = True
+        tp[order[cand_idx[claim[first]]]] = True
 
-    per_class: dict[int, float] = {}
-    gt_count = np.bincount(g_labels, minlength=n_cls) if len(g_labels) else np.zeros(n_cls, dtype=np.int64)
-    for c in whitelist:  # a loop over classes, not rows
-        m = d_labels == c
-        per_class[int(c)] = voc_average_precision(d_scores[m], tp[m], int(gt_count[c]))
+    # VOC AP of every class at once: kept rows ranked by (class, descending score). Recall rises by 1/num_gt at
+    # each true positive, so AP = sum over true positives of the precision envelope there, divided by num_gt.
+    kept = np.zeros(len(d_keys), dtype=bool)
+    kept[order] = True
+    ranked = by_score[kept[by_score]]
+    ranked = ranked[_stable_argsort(d_labels[ranked])]
+    labels, hits = d_labels[ranked], tp[ranked]
+    seg_start = np.r_[0, np.flatnonzero(labels[1:] != labels[:-1]) + 1]
+    seg_len = np.diff(np.r_[seg_start, len(ranked)])
+    seg = np.repeat(np.arange(len(seg_start)), seg_len)
+    cum_tp = np.cumsum(hits)
+    before = np.r_[0, cum_tp][seg_start]
+    precision = (cum_tp - before[seg]) / (np.arange(len(ranked)) - seg_start[seg] + 1)
+    # Envelope: a running max from the end of each class segment. Walking backwards, every segment is offset by
+    # 2 more than the one before it (precision <= 1), so the running max never carries across a segment border.
+    offset = 2.0 * (len(seg_start) - 1 - seg)
+    envelope = np.maximum.accumulate((precision + offset)[::-1])[::-1] - offset
+    ap_sum = np.bincount(labels[hits], weights=envelope[hits], minlength=n_cls)
+    gt_count = np.bincount(g_labels, minlength=n_cls)
+    per_class = {int(c): float(ap_sum[c] / gt_count[c]) if gt_count[c] else float("nan") for c in whitelist}
     values = np.array([v for v in per_class.values() if not np.isnan(v)])
     return (float(values.mean()) if len(values) else float("nan")), per_class
 

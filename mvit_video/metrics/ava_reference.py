@@ -40,7 +40,7 @@ def frame_map_reference(gt, det, class_ids, excluded=None, top_k=50, iou_thresho
             heapq.heappush(h, entry)
         elif score > h[0][0]:
             heapq.heapreplace(h, entry)
-    scores, tps = defaultdict(list), defaultdict(list)
+    ranked = defaultdict(list)  # class -> (row, score, tp); equal scores are ranked in file order
     for key, h in heaps.items():
         if key in excluded:
             continue
@@ -51,18 +51,18 @@ def frame_map_reference(gt, det, class_ids, excluded=None, top_k=50, iou_thresho
             dets.sort(key=lambda d: (-d[0], -d[1]))
             boxes = gt_boxes.get((key, label), [])
             taken = [False] * len(boxes)
-            for score, _, box in dets:
+            for score, neg_row, box in dets:
                 tp = False
                 if boxes:
                     ious = [_iou(box, g) for g in boxes]
                     j = int(np.argmax(ious))
                     if ious[j] >= iou_threshold and not taken[j]:
                         taken[j] = tp = True
-                scores[label].append(score)
-                tps[label].append(tp)
-    per_class = {
-        c: voc_average_precision(np.array(scores[c], dtype=float), np.array(tps[c], dtype=bool), num_gt[c])
-        for c in sorted(whitelist)
-    }
+                ranked[label].append((-neg_row, score, tp))
+    per_class = {}
+    for c in sorted(whitelist):
+        rows = sorted(ranked[c])
+        scores = np.array([r[1] for r in rows], dtype=float)
+        per_class[c] = voc_average_precision(scores, np.array([r[2] for r in rows], dtype=bool), num_gt[c])
     values = [v for v in per_class.values() if not np.isnan(v)]
     return (float(np.mean(values)) if values else float("nan")), per_class
