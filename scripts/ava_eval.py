@@ -20,10 +20,18 @@ def main() -> None:
     parser.add_argument("-g", "--groundtruth", required=True, help="ground-truth CSV")
     parser.add_argument("-d", "--detections", required=True, help="detections CSV (video,sec,x1,y1,x2,y2,action,score)")
     parser.add_argument("-e", "--exclusions", default=None, help="excluded timestamps CSV (video,sec)")
+    parser.add_argument(
+        "--chance", type=int, default=0, metavar="N",
+        help="also report the mean mAP of N runs with the detection scores shuffled (chance level of these boxes)",
+    )  # fmt: skip
     args = parser.parse_args()
     start = time.time()
     result = evaluate_files(args.labelmap, args.groundtruth, args.detections, args.exclusions)
     result["seconds"] = round(time.time() - start, 3)
+    if args.chance:
+        runs = [evaluate_files(args.labelmap, args.groundtruth, args.detections, args.exclusions, seed)["mAP"]
+                for seed in range(args.chance)]  # fmt: skip
+        result["chance_mAP"] = sum(runs) / len(runs)
     print(json.dumps(result))
 
 

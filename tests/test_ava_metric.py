@@ -123,9 +123,10 @@ def test_cli_on_official_format_files(tmp_path):
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, "scripts/ava_eval.py", "-l", tmp_path / "labelmap.pbtxt", "-g", tmp_path / "gt.csv",
-         "-d", tmp_path / "det.csv", "-e", tmp_path / "excl.csv"],
+         "-d", tmp_path / "det.csv", "-e", tmp_path / "excl.csv", "--chance", "3"],
         capture_output=True, text=True, cwd=root, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     line = json.loads(out.stdout.strip().splitlines()[-1])
     assert line["mAP"] == pytest.approx(0.75) and line["per_class"]["crouch/kneel"] == pytest.approx(0.5)
+    assert 0 < line["chance_mAP"] <= 1

@@ -9,7 +9,8 @@ from .helpers import compose_cfg
 def test_short_ava_training_run(tmp_path):
     cfg = compose_cfg(
         ["experiment=ava_synthetic", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "data.num_workers=0",
-         "data.synthetic.train_videos=2", "data.synthetic.val_videos=2", "+data.synthetic.seconds=6",
+         "data.synthetic.train_videos=2", "data.synthetic.val_videos=2", "data.synthetic.seconds=7",
+         "data.synthetic.keyframes=[902,905]", "data.seconds=[902,905]", "data.crop_size=64", "data.jitter_scales=[64,72]",
          "callbacks.progress_bar=null"],
         tmp_path / "out", tmp_path / "data",
     )  # fmt: skip

@@ -17,6 +17,9 @@ OFFICIAL = {  # (num_classes, frames, rate, crop, drop path, lr, epochs) from sp
     "k400_mvitv2_l": (400, 40, 3, 312, 0.75, 1e-4, 200),
     "k600_mvitv2_b": (600, 32, 3, 224, 0.3, 1e-4, 200),
     "k700_mvitv2_b": (700, 32, 3, 224, 0.3, 1e-4, 200),
+    "ssv2_mvitv2_s": (174, 16, 4, 224, 0.4, 2.5e-3, 100),
+    "ssv2_mvitv2_b": (174, 32, 3, 224, 0.4, 1.5e-3, 100),
+    "ssv2_mvitv2_l": (174, 40, 3, 312, 0.75, 1.25e-3, 40),
 }
 
 
@@ -58,3 +61,45 @@ def test_missing_dataset_fails_fast_with_instructions(tmp_path):
     cfg = compose_cfg(["experiment=k400_mvitv2_b"], tmp_path / "out", tmp_path / "data")
     with pytest.raises(FileNotFoundError, match=r"(?s)kinetics400/train\.csv.*prepare_kinetics\.py"):
         run(cfg)
+
+
+def _recipe_diff():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "recipe_diff.py"
+    spec = importlib.util.spec_from_file_location("recipe_diff", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_diff_passes_on_every_experiment():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "scripts/recipe_diff.py"], cwd=root, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "ssv2_mvitv2_l" in out.stdout and "intended: the K400 checkpoint" in out.stdout
+
+
+def test_recipe_diff_catches_an_undeclared_difference_and_a_stale_declaration():
+    rd = _recipe_diff()
+    errors = rd.check("ssv2_mvitv2_s", ["model.drop_path_rate=0.3"])
+    assert any("model.drop_path_rate" in e for e in errors)
+    errors = rd.check("ssv2_mvitv2_s", ["init_from=/ckpt/k400.ckpt"])  # now official, yet declared as a deviation
+    assert any("declared but the value is the official one" in e for e in errors)
+    assert rd.check("ssv2_mvitv2_s") == []
+    # the official value at one node, but a constant: it no longer scales with the number of nodes
+    errors = rd.check("k400_mvitv2_s", ["task.optimizer.lr=1e-4"])
+    assert [e for e in errors if "scale" in e] == errors and len(errors) == 1
+
+
+def test_ssv2_flip_is_an_error_unless_allowed(tmp_path):
+    register_resolvers()
+    cfg = compose_cfg(["experiment=ssv2_mvitv2_s", "data.flip=true"], tmp_path / "o", tmp_path / "d")
+    with pytest.raises(Exception, match="left to right") as err:  # Hydra wraps the datamodule's ValueError
+        instantiate(cfg.data)
+    assert isinstance(err.value.__cause__ or err.value, ValueError)
+    cfg = compose_cfg(["experiment=ssv2_mvitv2_s", "data.flip=true", "data.allow_flip=true"], tmp_path / "o", tmp_path / "d")
+    assert instantiate(cfg.data).flip

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from .decoding import read_frames
 from .kinetics import DatasetFormatError
 
 FPS = 30
@@ -141,15 +140,10 @@ class AVADataset(Dataset):
         span = self.num_frames * self.sampling_rate
         return [min(max(i, 0), n - 1) for i in range(center - span // 2, center + span // 2, self.sampling_rate)]
 
-    def _read(self, rel: str) -> np.ndarray:
-        with Image.open(self.root / "frames" / rel) as img:
-            return np.asarray(img.convert("RGB"))  # (H, W, 3) uint8
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         video, sec, box_map = self.samples[index]
         paths = self.frames[video]
-        frames = torch.from_numpy(np.stack([self._read(paths[i]) for i in self.frame_indices(video, sec)]))
-        frames = frames.permute(0, 3, 1, 2)  # (T, C, H, W)
+        frames = read_frames([self.root / "frames" / paths[i] for i in self.frame_indices(video, sec)])  # (T, C, H, W)
         h, w = frames.shape[-2:]
         norm_boxes, labels = self._box_tensors(box_map)
         pixel = norm_boxes * torch.tensor([w, h, w, h])
@@ -241,7 +235,8 @@ class AVADataModule(L.LightningDataModule):
         if self.synthetic is not None:
             from .synthetic_ava import SyntheticAVASpec, make_synthetic_ava
 
-            make_synthetic_ava(self.root, SyntheticAVASpec(**self.synthetic))
+            spec = {k: v if isinstance(v, (int, float, str)) else tuple(v) for k, v in self.synthetic.items()}  # lists from YAML
+            make_synthetic_ava(self.root, SyntheticAVASpec(**spec))
 
     def check_files(self, train: bool = True, test: bool = True) -> None:
         for rel in ["frame_lists/train.csv", "frame_lists/val.csv", f"annotations/{self.labelmap}"]:

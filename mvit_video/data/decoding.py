@@ -112,3 +112,14 @@ def _decode_pyav(
         idx = torch.linspace(0, len(frames) - 1, num_frames).long().tolist()  # uniform, repeats if short
         arrays = {i: frames[i].to_ndarray(format="rgb24") for i in set(idx)}
     return torch.from_numpy(np.stack([arrays[i] for i in idx])).permute(0, 3, 1, 2)  # (T, C, H, W)
+
+
+def read_frames(paths: list) -> torch.Tensor:
+    """Image files (JPEG frame folders of AVA and SSv2) as ``(T, C, H, W)`` uint8 RGB."""
+    from PIL import Image
+
+    def read(path) -> np.ndarray:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))  # (H, W, 3)
+
+    return torch.from_numpy(np.stack([read(p) for p in paths])).permute(0, 3, 1, 2)

@@ -16,7 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .decoding import check_decoder, decode_clip
 from .transforms import ClipTransform
@@ -82,6 +82,7 @@ class KineticsDataset(Dataset):
         decoder: str = "pyav",
         max_retries: int = 10,
         time_shuffle: bool = False,
+        num_samples: int = 1,
     ) -> None:
         self.items = list(items)
         self.transform = transform
@@ -92,6 +93,7 @@ class KineticsDataset(Dataset):
         self.decoder = check_decoder(decoder)
         self.max_retries = max_retries
         self.time_shuffle = time_shuffle  # a control: destroys the order of frames, not their content
+        self.num_samples = num_samples if mode == "train" else 1  # repeated augmentation (AUG.NUM_SAMPLE)
 
     def __len__(self) -> int:
         return len(self.items) * self.num_clips * self.num_crops
@@ -107,7 +109,7 @@ class KineticsDataset(Dataset):
             if self.mode != "test":
                 rng = torch.Generator().manual_seed(torch.randint(0, 2**62, ()).item())
             try:
-                frames = decode_clip(path, self.num_frames, self.span, clip_idx, self.num_clips, rng, self.decoder)
+                frames = self.load_frames(path, clip_idx, rng)  # (T, C, H, W) uint8
             except Exception as e:  # noqa: BLE001  any decoder failure: skip this file
                 skipped += 1
                 log.warning("skipping unreadable video %s (%s: %s)", path, type(e).__name__, e)
@@ -115,9 +117,25 @@ class KineticsDataset(Dataset):
                 continue
             if self.time_shuffle:
                 frames = frames[torch.randperm(frames.shape[0], generator=torch.Generator().manual_seed(index))]
-            video = self.transform(frames, crop_idx, self.num_crops)  # (C, T, H, W)
+            # One decoded clip, num_samples independent augmentations of it (SlowFast's NUM_SAMPLE).
+            clips = [self.transform(frames, crop_idx, self.num_crops) for _ in range(self.num_samples)]
+            video = clips[0] if self.num_samples == 1 else torch.stack(clips)  # (C, T, H, W) or (S, C, T, H, W)
             return {"video": video, "label": label, "video_index": video_idx, "skipped": skipped}
         raise RuntimeError(f"{self.max_retries + 1} videos in a row could not be decoded; last: {path}")
+
+    def load_frames(self, path: str, clip_idx: int, rng: torch.Generator | None) -> torch.Tensor:
+        """The clip's frames ``(T, C, H, W)`` uint8: a window of ``span`` seconds (random in train/val)."""
+        return decode_clip(path, self.num_frames, self.span, clip_idx, self.num_clips, rng, self.decoder)
+
+
+def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """``default_collate``, then repeated augmentation ``(B, S, C, T, H, W)`` flattened to ``B*S`` clips, the other
+    fields repeated to match (the two clips of a video sit next to each other, as in SlowFast)."""
+    out = default_collate(batch)
+    if out["video"].ndim == 6:
+        s = out["video"].shape[1]
+        out = {k: v.flatten(0, 1) if k == "video" else torch.repeat_interleave(v, s, 0) for k, v in out.items()}
+    return out
 
 
 class KineticsDataModule(L.LightningDataModule):
@@ -149,7 +167,14 @@ class KineticsDataModule(L.LightningDataModule):
         test_csv: str = "test.csv",
         max_retries: int = 10,
         synthetic: dict | None = None,
+        rand_augment: str | None = None,
+        erase_prob: float = 0.0,
+        num_samples: int = 1,
+        inverse_uniform_jitter: bool = False,
     ) -> None:
+        """``batch_size`` counts videos; with repeated augmentation a training batch has ``batch_size x
+        num_samples`` clips. ``rand_augment`` (a timm string such as ``rand-m7-n4-mstd0.5-inc1``) and
+        ``erase_prob`` apply to training clips only."""
         super().__init__()
         self.root = Path(root)
         self.num_classes = num_classes
@@ -159,8 +184,10 @@ class KineticsDataModule(L.LightningDataModule):
         self.test_short_side = test_short_side or train_jitter_scales[0]
         self.tf_kwargs = dict(
             crop_size=crop_size, jitter_scales=tuple(train_jitter_scales), test_short_side=self.test_short_side,
-            mean=mean, std=std,
+            mean=mean, std=std, rand_augment=rand_augment, erase_prob=erase_prob,
+            inverse_uniform_jitter=inverse_uniform_jitter,
         )  # fmt: skip
+        self.num_samples = num_samples
         self.random_resized_crop, self.flip = random_resized_crop, flip
         self.test_num_clips, self.test_num_crops = test_num_clips, test_num_crops
         self.batch_size, self.test_batch_size = batch_size, test_batch_size or batch_size
@@ -192,16 +219,22 @@ class KineticsDataModule(L.LightningDataModule):
                     f"  videos: python scripts/prepare_kinetics.py VIDEO_DIR --out {self.root}"
                 )
 
+    dataset_class: type[KineticsDataset] = KineticsDataset
+
+    def read_items(self, split: str) -> list[tuple[Any, int]]:
+        """``(video, label)`` pairs of a split."""
+        return read_video_csv(self.root / self.csvs[split], self.num_classes, prefix=self.path_prefix)
+
     def _dataset(self, split: str) -> KineticsDataset:
-        items = read_video_csv(self.root / self.csvs[split], self.num_classes, prefix=self.path_prefix)
+        items = self.read_items(split)
         mode = "test" if split == "test" else ("train" if split == "train" else "val")
         tf = ClipTransform(
             mode, random_resized_crop=self.random_resized_crop, flip=self.flip and mode != "test", **self.tf_kwargs
         )
-        return KineticsDataset(
+        return self.dataset_class(
             items, tf, self.num_frames, self.sampling_rate, self.target_fps, mode,
             self.test_num_clips, self.test_num_crops, self.decoder, self.max_retries,
-            time_shuffle=self.time_shuffle_test and split == "test",
+            time_shuffle=self.time_shuffle_test and split == "test", num_samples=self.num_samples,
         )  # fmt: skip
 
     def setup(self, stage: str | None = None) -> None:
@@ -234,6 +267,7 @@ class KineticsDataModule(L.LightningDataModule):
         return DataLoader(
             self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
             drop_last=shuffle, pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+            collate_fn=collate_clips,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:

@@ -208,12 +208,19 @@ def frame_map(
 
 
 def evaluate_files(
-    labelmap: str | Path, groundtruth: str | Path, detections: str | Path, exclusions: str | Path | None = None
+    labelmap: str | Path,
+    groundtruth: str | Path,
+    detections: str | Path,
+    exclusions: str | Path | None = None,
+    permute_scores_seed: int | None = None,
 ) -> dict:
-    """The official CLI's computation on files: ``{"mAP": ..., "per_class": {name: AP}}``."""
+    """The official CLI's computation on files: ``{"mAP": ..., "per_class": {name: AP}}``.
+    ``permute_scores_seed``: shuffle the score column first, the chance level of the same boxes and labels."""
     names = read_labelmap(labelmap)
     gv, gs, gb, ga, _ = read_csv_rows(groundtruth, with_scores=False)
     dv, ds, db, da, dsc = read_csv_rows(detections, with_scores=True)
+    if permute_scores_seed is not None:
+        dsc = np.random.default_rng(permute_scores_seed).permutation(dsc)
     ev = es = np.array([], dtype=np.int64)
     if exclusions:
         ex = np.loadtxt(exclusions, delimiter=",", dtype=str, ndmin=2)

@@ -47,4 +47,6 @@ class AVADetector(nn.Module):
 
 
 def build_ava_detector(backbone: nn.Module, num_classes: int = 80, dropout: float = 0.5) -> AVADetector:
-    return AVADetector(backbone, ROIActionHead(backbone.num_features, num_classes, dropout=dropout))
+    """The ROI head's spatial scale is 1 / the backbone's ``feature_stride`` (1/32 for the paper's 4-stage models)."""
+    scale = 1.0 / getattr(backbone, "feature_stride", 32)
+    return AVADetector(backbone, ROIActionHead(backbone.num_features, num_classes, spatial_scale=scale, dropout=dropout))

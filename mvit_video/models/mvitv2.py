@@ -73,6 +73,11 @@ class MViTv2Config:
     def patch_stride(self) -> Grid:
         return (2, 4, 4) if self.video else (1, 4, 4)
 
+    @property
+    def feature_stride(self) -> int:
+        """Input pixels per token of the last stage: the patch stride, halved again at each stage change (32)."""
+        return self.patch_stride[-1] * 2 ** (len(self.depths) - 1)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("block_dims")
@@ -183,6 +188,7 @@ class MViTv2(nn.Module):
         self.cfg = cfg
         self.num_classes = cfg.num_classes
         self.num_features = cfg.num_features
+        self.feature_stride = cfg.feature_stride
         self.grad_checkpointing = False
         self.has_cls = cfg.video
         self.patch_embed = PatchEmbed(cfg.in_chans, cfg.embed_dim, cfg.video)

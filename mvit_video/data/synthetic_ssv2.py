@@ -1,0 +1,116 @@
+"""Synthetic Something-Something-v2 in the official layout: VP9 ``.webm`` videos at 12 fps, the same videos as JPEG
+frame folders with frame lists, and the labels / train / validation JSON files.
+
+The templates depend on direction and order: a horizontal flip swaps "left to right" with "right to left" and
+clockwise with counterclockwise, and playing a video backwards swaps every template with its partner. So a model
+that learns them must use motion, and a pipeline that flips SSv2 clips breaks the labels (see the tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from .synthetic import SyntheticSpec, render_video
+
+# template (with brackets, as in the split files) -> the synthetic motion class that shows it
+TEMPLATES = {
+    "Moving [something] from right to left": 0,  # moving_left
+    "Moving [something] from left to right": 1,  # moving_right
+    "Moving [something] up": 2,
+    "Moving [something] down": 3,
+    "Approaching [something] with your camera": 4,  # growing
+    "Moving away from [something] with your camera": 5,  # shrinking
+    "Turning [something] clockwise": 6,
+    "Turning [something] counterclockwise": 7,
+}
+# What a horizontal flip does to each template (the others keep their meaning).
+FLIPPED = {
+    "Moving something from right to left": "Moving something from left to right",
+    "Moving something from left to right": "Moving something from right to left",
+    "Turning something clockwise": "Turning something counterclockwise",
+    "Turning something counterclockwise": "Turning something clockwise",
+}
+
+
+@dataclass(frozen=True)
+class SyntheticSSv2Spec:
+    train_per_class: int = 60
+    val_per_class: int = 10
+    min_side: int = 56
+    max_side: int = 96
+    seed: int = 0
+    version: int = 1
+
+
+def write_webm(path: Path, frames: np.ndarray, fps: int) -> None:
+    """Encode ``(N, H, W, 3)`` uint8 frames as VP9 ``.webm`` (the SSv2 container and codec) with PyAV."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libvpx-vp9", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"deadline": "realtime", "cpu-used": "8", "crf": "30", "b:v": "0"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _make_one(job: tuple[str, int, int, str, dict]) -> tuple[str, int]:
+    """Render one video, write its webm and its JPEG frames; returns (id, frame count)."""
+    from PIL import Image
+
+    vid, label, seed, root, spec = job
+    render_spec = SyntheticSpec(fps_choices=(12,), min_side=spec["min_side"], max_side=spec["max_side"])
+    frames, fps = render_video(label, np.random.default_rng(seed), render_spec)
+    write_webm(Path(root) / "20bn-something-something-v2" / f"{vid}.webm", frames, fps)
+    folder = Path(root) / "frames" / vid
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{vid}_{i + 1:06d}.jpg", quality=90)
+    return vid, len(frames)
+
+
+def make_synthetic_ssv2(root: str | Path, spec: SyntheticSSv2Spec | None = None, workers: int | None = None) -> Path:
+    """Write the dataset under ``root``; cached: a matching ``root/synthetic_ssv2.json`` means nothing to do."""
+    from tqdm import tqdm
+
+    spec = spec or SyntheticSSv2Spec()
+    root = Path(root)
+    marker = root / "synthetic_ssv2.json"
+    if marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(asdict(spec))):
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    labels = {t.replace("[", "").replace("]", ""): str(i) for i, t in enumerate(TEMPLATES)}
+    (root / "something-something-v2-labels.json").write_text(json.dumps(labels, indent=1))
+    jobs, entries = [], {"train": [], "val": []}
+    for s_idx, (split, per_class) in enumerate((("train", spec.train_per_class), ("val", spec.val_per_class))):
+        for t_idx, (template, motion) in enumerate(TEMPLATES.items()):
+            for i in range(per_class):
+                vid = str(100000 * (s_idx + 1) + 1000 * t_idx + i)
+                label = template.replace("[", "").replace("]", "")
+                entries[split].append({"id": vid, "label": label.lower(), "template": template, "placeholders": ["thing"]})
+                jobs.append((vid, motion, spec.seed * 1_000_003 + int(vid), str(root), asdict(spec)))
+    counts = {}
+    with get_context("spawn").Pool(workers or min(4, os.cpu_count() or 1)) as pool:
+        for vid, n in tqdm(pool.imap_unordered(_make_one, jobs, chunksize=8), total=len(jobs), desc="synthetic SSv2"):
+            counts[vid] = n
+    (root / "frame_lists").mkdir(exist_ok=True)
+    for split, name in (("train", "train"), ("val", "validation")):
+        (root / f"something-something-v2-{name}.json").write_text(json.dumps(entries[split], indent=1))
+        rows = ["original_vido_id video_id frame_id path labels"]
+        for j, entry in enumerate(entries[split]):
+            vid = entry["id"]
+            rows += [f"{vid} {j} {i} {vid}/{vid}_{i + 1:06d}.jpg \"\"" for i in range(counts[vid])]
+        (root / "frame_lists" / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    marker.write_text(json.dumps(asdict(spec), indent=1))
+    return root
