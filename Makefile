@@ -29,6 +29,9 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check mvit_video scripts tests train.py
 
+bench: $(STAMP)
+	$(PY) scripts/benchmark.py
+
 report: $(STAMP)
 	$(PY) scripts/model_report.py
 

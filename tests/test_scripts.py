@@ -39,3 +39,14 @@ def test_convert_checkpoint_reports_and_writes(tmp_path):
     assert "source: torchvision" in out.stdout and "all keys and shapes match" in out.stdout
     bad = _run("scripts/convert_checkpoint.py", src, "--model", "mvitv2_b_32x3")
     assert bad.returncode == 1 and "missing keys" in bad.stderr
+
+
+def test_benchmark_smoke_run_writes_its_table(tmp_path):
+    """The benchmark on the tiny preset: it runs end to end and writes the markdown table (numbers not judged)."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.md"
+    cmd = [sys.executable, "scripts/benchmark.py", "--tiny", "--repeats", "1", "--out", str(out), "--data-dir", str(tmp_path)]
+    res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = out.read_text()
+    assert "| peak memory of a training step" in text and "pytorchvideo Kinetics" in text and "AVA frame-mAP" in text
