@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None and int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0:
+        ckpt_path = "last"  # a requeued SLURM job (preempted or timed out): go on from its run dir's last.ckpt
+        log.info("SLURM restart %s: resuming from last.ckpt", os.environ["SLURM_RESTART_COUNT"])
     if ckpt_path == "last" and not (output_dir / "checkpoints" / "last.ckpt").is_file():
         ckpt_path = None  # nothing to resume yet: a fresh start
     elif ckpt_path == "last":

@@ -25,3 +25,21 @@ def compose_cfg(overrides: list[str], output_dir: Path, data_dir: Path) -> DictC
         return compose(
             "train", overrides=[f"paths.output_dir={output_dir}", f"paths.data_dir={data_dir}", *overrides]
         )
+
+
+class SignalAtStep:
+    """A test callback: sends this process ``signal_name`` at the end of training batch ``step`` (global step), as
+    SLURM does before a time limit or a preemption."""
+
+    def __new__(cls, step: int, signal_name: str = "SIGUSR2"):
+        import os
+        import signal
+
+        import lightning as L
+
+        class _Send(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                if trainer.global_step == step:
+                    os.kill(os.getpid(), getattr(signal, signal_name))
+
+        return _Send()

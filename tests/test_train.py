@@ -58,3 +58,36 @@ def test_lightning_checkpoint_loads_into_a_fresh_model(tmp_path, tiny_kinetics):
     model = load_pretrained(build_model("mvitv2_tiny", num_classes=4, input_size=48), ckpt, source="lightning")
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert torch.equal(model.head.projection.weight, saved["net.head.projection.weight"])
+
+
+def _final_state(out):
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return ckpt["global_step"], ckpt["state_dict"], ckpt["optimizer_states"][0]["state"]
+
+
+def test_preemption_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, tiny_kinetics):
+    """SIGUSR2 after step 2 of a 2-epoch run (4 steps per epoch); the checkpoint follows at the next batch end
+    (step 3, mid-epoch); exit; resume: the final
+    weights and optimizer state equal an uninterrupted run's (same samples, augmentations, dropout)."""
+    import pytest
+
+    common = ["trainer.max_epochs=2", "test=false", "data.train_jitter_scales=[48,64]", "model.drop_path_rate=0.1"]
+    run(_cfg(tmp_path / "plain", tiny_kinetics, common))
+    steps, plain_sd, plain_opt = _final_state(tmp_path / "plain" / "out")
+    assert steps == 8
+
+    preempted = _cfg(tmp_path / "pre", tiny_kinetics, [*common, "+callbacks.signal._target_=tests.helpers.SignalAtStep",
+                                                       "+callbacks.signal.step=2"])  # fmt: skip
+    with pytest.raises(SystemExit) as stop:
+        run(preempted)
+    assert stop.value.code == 3
+    saved = torch.load(tmp_path / "pre" / "out" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 3 and saved["epoch"] == 0  # mid-epoch
+    assert saved["KineticsDataModule"] == {"epoch": 0, "batches": 3}
+
+    run(_cfg(tmp_path / "pre", tiny_kinetics, [*common, "ckpt_path=last"]))
+    steps, resumed_sd, resumed_opt = _final_state(tmp_path / "pre" / "out")
+    assert steps == 8
+    for key, value in plain_sd.items():
+        torch.testing.assert_close(resumed_sd[key], value, rtol=0, atol=1e-6, msg=key)
+    torch.testing.assert_close(resumed_opt[0]["exp_avg"], plain_opt[0]["exp_avg"], rtol=0, atol=1e-7)

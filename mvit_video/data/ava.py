@@ -28,6 +28,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from .decoding import read_frames
 from .kinetics import DatasetFormatError
+from .sampling import ResumableData, fork_rng, make_loader, seeded
 
 FPS = 30
 FIRST_SECOND = 900  # AVA videos are cut at 900 s; frame 0 of a list is second 900
@@ -140,7 +141,13 @@ class AVADataset(Dataset):
         span = self.num_frames * self.sampling_rate
         return [min(max(i, 0), n - 1) for i in range(center - span // 2, center + span // 2, self.sampling_rate)]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index) -> dict[str, Any]:
+        """``index``: an int, or ``(int, seed)`` from ``ResumableSampler`` (augmentation drawn from ``seed``)."""
+        index, seed = seeded(index)
+        with fork_rng(seed):
+            return self._get(index)
+
+    def _get(self, index: int) -> dict[str, Any]:
         video, sec, box_map = self.samples[index]
         paths = self.frames[video]
         frames = read_frames([self.root / "frames" / paths[i] for i in self.frame_indices(video, sec)])  # (T, C, H, W)
@@ -196,7 +203,7 @@ def ava_collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     }
 
 
-class AVADataModule(L.LightningDataModule):
+class AVADataModule(ResumableData, L.LightningDataModule):
     """AVA in the official layout; ``synthetic`` (a dict of ``SyntheticAVASpec`` fields) writes one first."""
 
     def __init__(
@@ -259,10 +266,8 @@ class AVADataModule(L.LightningDataModule):
             self.video_names = self.datasets["val"].videos
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-            collate_fn=ava_collate, drop_last=shuffle, persistent_workers=self.num_workers > 0,
-        )  # fmt: skip
+        resume = self.resume_position if shuffle else None
+        return make_loader(self.datasets[split], shuffle, self.batch_size, self.num_workers, ava_collate, resume=resume)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

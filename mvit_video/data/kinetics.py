@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .decoding import check_decoder, decode_clip
+from .sampling import ResumableData, fork_rng, make_loader, seeded
 from .transforms import ClipTransform
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,14 @@ class KineticsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items) * self.num_clips * self.num_crops
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index) -> dict[str, Any]:
+        """``index``: an int, or ``(int, seed)`` from ``ResumableSampler``: then the clip window, the augmentation
+        and any replacement of an unreadable video are all drawn from ``seed`` (reproducible across restarts)."""
+        index, seed = seeded(index)
+        with fork_rng(seed):
+            return self._get(index)
+
+    def _get(self, index: int) -> dict[str, Any]:
         skipped = 0
         views = self.num_clips * self.num_crops
         for _ in range(self.max_retries + 1):
@@ -113,7 +120,7 @@ class KineticsDataset(Dataset):
             except Exception as e:  # noqa: BLE001  any decoder failure: skip this file
                 skipped += 1
                 log.warning("skipping unreadable video %s (%s: %s)", path, type(e).__name__, e)
-                index = random.randrange(len(self))
+                index = int(torch.randint(len(self), ()))
                 continue
             if self.time_shuffle:
                 frames = frames[torch.randperm(frames.shape[0], generator=torch.Generator().manual_seed(index))]
@@ -138,7 +145,7 @@ def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-class KineticsDataModule(L.LightningDataModule):
+class KineticsDataModule(ResumableData, L.LightningDataModule):
     """Kinetics-format data for training (random clip), validation and multi-view testing."""
 
     def __init__(
@@ -264,11 +271,9 @@ class KineticsDataModule(L.LightningDataModule):
         }  # fmt: skip
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(
-            self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-            drop_last=shuffle, pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
-            collate_fn=collate_clips,
-        )  # fmt: skip
+        resume = self.resume_position if shuffle else None
+        return make_loader(self.datasets[split], shuffle, batch_size, self.num_workers, collate_clips, resume=resume)
+
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True, self.batch_size)
