@@ -5,14 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_FAST := -m "not slow and not slurm"
 
-.PHONY: install test test-slow demo train lint bench report clean
+.PHONY: install test test-slow test-slurm demo train lint bench report clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch/torchvision first, pinned to the builds served from this machine's disk.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,slurm]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +22,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
+
+# Multi-node tests on a real 2-node Slurm cluster on this host (Debian's slurm-wlm and munge, installed as root).
+test-slurm: $(STAMP)
+	scripts/slurm_cluster.sh install
+	$(PY) -m pytest -m slurm -q
 
 demo: $(STAMP)
 	$(PY) train.py

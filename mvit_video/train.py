@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -13,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from .models.convert import load_pretrained
@@ -41,7 +43,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()  # synthetic data is generated (once) here
+    with _file_lock(Path(cfg.paths.data_dir) / ".prepare.lock"):  # every process of a multi-node job gets here
+        datamodule.prepare_data()  # synthetic data is generated (once) here
     datamodule.check_files(train=cfg.train, test=cfg.test)  # fail before building a big model
 
     net = instantiate(cfg.model)
@@ -51,7 +54,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     task = instantiate(cfg.task, net=net)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     loggers = _instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = []
+    if SLURMEnvironment.detect():  # ranks from SLURM; requeue on preemption is ours (callbacks.Preemption), not
+        plugins.append(SLURMEnvironment(auto_requeue=False))  # Lightning's rank-0-only SIGUSR1 handler as well
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
 
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is None and int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0:
@@ -82,6 +88,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
         plot_curves(output_dir / "metrics.csv", output_dir / "curves.png")
         print_summary(metrics, output_dir)
     return metrics
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """One process at a time (flock): the others then find the data ready and skip generating it."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:

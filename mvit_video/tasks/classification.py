@@ -69,7 +69,8 @@ class VideoClassificationModule(L.LightningModule):
         logits = self.net(video)  # (B, K)
         loss = soft_target_cross_entropy(logits, target)
         self.train_top1(logits, labels)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels))
+        # sync_dist: the logged loss is the global batch's (mean over ranks), comparable across world sizes
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels), sync_dist=True)
         self.log("train/top1", self.train_top1, on_step=False, on_epoch=True, batch_size=len(labels))
         skipped = batch["skipped"].sum().float() if "skipped" in batch else torch.zeros((), device=self.device)
         self.log("train/skipped_videos", skipped, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)

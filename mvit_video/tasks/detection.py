@@ -49,7 +49,7 @@ class AVADetectionModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         probs = self.net(batch["video"], batch["boxes"])  # (K, 80)
         loss = F.binary_cross_entropy(probs.float(), batch["labels"].float())
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["video"]))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["video"]), sync_dist=True)
         return loss
 
     def _eval_step(self, batch: dict[str, Any], metric: AVAFrameMAP) -> None:
