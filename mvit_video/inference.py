@@ -1,0 +1,132 @@
+"""Use a trained model: ``mvit_video.load(ckpt)`` returns it with the preprocessing its checkpoint records.
+
+    model = mvit_video.load("logs/demo/runs/.../checkpoints/last.ckpt")
+    model.predict("video.mp4", topk=5)      # [("moving_left", 0.93), ...], softmax averaged over the test views
+    model.preprocessing.crop_size           # frames, sampling rate, crop, mean/std, class names, test views
+
+Any video PyAV reads works (any frame rate, resolution or length, with or without audio). Bad inputs raise one
+clear error each: ``CheckpointMetadataError``, ``VideoReadError``, ``DatasetFormatError`` (class names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data.decoding import decode_clip
+from .data.kinetics import DatasetFormatError, read_classnames
+from .data.transforms import ClipTransform
+from .models import build_model
+from .models.convert import load_pretrained
+
+
+class CheckpointMetadataError(ValueError):
+    """A checkpoint without the ``mvit_video`` metadata (model preset and preprocessing)."""
+
+
+class VideoReadError(RuntimeError):
+    """A file that cannot be decoded as a video."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How the model's training data was prepared; inference must do the same."""
+
+    num_frames: int
+    sampling_rate: int
+    crop_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+    target_fps: int = 30
+    test_num_clips: int = 1
+    test_num_crops: int = 1
+    test_short_side: int | None = None
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> Preprocessing:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in meta.items() if k in known}
+        for key in ("mean", "std", "class_names"):
+            kw[key] = tuple(kw[key])
+        return cls(**kw)
+
+
+class VideoClassifier(nn.Module):
+    """A classifier with its preprocessing: ``predict(path)`` decodes the test views, averages their softmax."""
+
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.model = model
+        self.preprocessing = preprocessing
+        self.eval()
+        if len(preprocessing.class_names) != model.num_classes:
+            raise DatasetFormatError(
+                f"{len(preprocessing.class_names)} class names for a model with {model.num_classes} classes"
+            )
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.model(video)
+
+    def set_class_names(self, path: str | Path) -> None:
+        """Replace the class names with a file of one name per line (its length must match the classifier)."""
+        names = read_classnames(path, self.model.num_classes)
+        self.preprocessing = replace(self.preprocessing, class_names=tuple(names))
+
+    def views(self, path: str | Path, num_clips: int | None = None, num_crops: int | None = None) -> torch.Tensor:
+        """The test views of a video as a batch ``(clips x crops, C, T, H, W)``."""
+        p = self.preprocessing
+        clips, crops = num_clips or p.test_num_clips, num_crops or p.test_num_crops
+        tf = ClipTransform("test", p.crop_size, test_short_side=p.test_short_side, mean=p.mean, std=p.std)
+        span = p.num_frames * p.sampling_rate / p.target_fps
+        out = []
+        for clip in range(clips):
+            try:
+                frames = decode_clip(str(path), p.num_frames, span, clip, clips)  # (T, C, H, W) uint8
+            except Exception as e:  # noqa: BLE001  any decoder error: one message naming the file
+                if not Path(path).is_file():
+                    raise VideoReadError(f"no such video file: {path}") from e
+                raise VideoReadError(f"cannot decode {path} as a video ({type(e).__name__}: {e})") from e
+            out += [tf(frames, crop, crops) for crop in range(crops)]
+        return torch.stack(out)  # (V, C, T, H, W)
+
+    @torch.inference_mode()
+    def predict(self, path: str | Path, topk: int = 5, **view_kw) -> list[tuple[str, float]]:
+        """Top-k (class name, probability), the softmax averaged over the views."""
+        probs = self.model(self.views(path, **view_kw)).softmax(-1).mean(0)  # (K,)
+        values, idx = probs.topk(min(topk, probs.numel()))
+        return [(self.preprocessing.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
+
+
+def read_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata, whole checkpoint) of one of our checkpoints; a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    meta = ckpt.get("mvit_video") if isinstance(ckpt, dict) else None
+    if not meta or not meta.get("preset") or "class_names" not in meta:
+        raise CheckpointMetadataError(
+            f"{path} has no mvit_video metadata (model preset, frames, crop, mean/std, class names), so the model and "
+            "its preprocessing cannot be rebuilt from it. It was not written by `python train.py`. Build the model "
+            "yourself: mvit_video.models.build_model(name, num_classes=...), then "
+            "mvit_video.models.convert.load_pretrained(model, path)."
+        )
+    return meta, ckpt
+
+
+def load(path: str | Path, class_names: str | Path | None = None) -> VideoClassifier:
+    """The classifier of a checkpoint written by ``train.py``, in eval mode, with its preprocessing."""
+    meta, _ = read_metadata(path)
+    cfg = meta.get("model") or {}
+    overrides = {k: cfg[k] for k in ("num_classes", "num_frames", "input_size", "depths", "embed_dim") if k in cfg}
+    model = build_model(meta["preset"], **overrides)
+    load_pretrained(model, path, source="mvit_video")
+    classifier = VideoClassifier(model, Preprocessing.from_metadata(meta))
+    if class_names is not None:
+        classifier.set_class_names(class_names)
+    return classifier

@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Classify a video with a trained checkpoint: prints the top-k class names and probabilities.
+
+    python scripts/predict.py VIDEO --ckpt CKPT [--topk 5] [--clips N --crops M] [--class-names FILE]
+
+The views (clips x crops) default to the checkpoint's test protocol; their softmax scores are averaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mvit_video.data.kinetics import DatasetFormatError  # noqa: E402
+from mvit_video.inference import CheckpointMetadataError, VideoReadError, load  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("video", help="any video file PyAV can read")
+    parser.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
+    parser.add_argument("--topk", type=int, default=5)
+    parser.add_argument("--clips", type=int, default=None, help="temporal clips (default: the checkpoint's test views)")
+    parser.add_argument("--crops", type=int, default=None, help="spatial crops, 1 or 3")
+    parser.add_argument("--class-names", default=None, help="one class name per line, replacing the checkpoint's")
+    args = parser.parse_args()
+    try:
+        model = load(args.ckpt, class_names=args.class_names)
+        top = model.predict(args.video, topk=args.topk, num_clips=args.clips, num_crops=args.crops)
+    except (FileNotFoundError, CheckpointMetadataError, VideoReadError, DatasetFormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    p = model.preprocessing
+    views = (args.clips or p.test_num_clips) * (args.crops or p.test_num_crops)
+    print(f"{args.video}: {views} views of {p.num_frames} frames x {p.sampling_rate} at {p.crop_size}^2")
+    width = max(len(name) for name, _ in top)
+    for name, prob in top:
+        print(f"  {name:<{width}}  {prob:6.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
