@@ -102,14 +102,15 @@ class VideoClassifier(nn.Module):
         return [(self.preprocessing.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
 
 
-def read_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metadata, whole checkpoint) of one of our checkpoints; a clear error for anything else."""
+def read_metadata(path: str | Path, key: str = "class_names") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata, whole checkpoint) of one of our checkpoints; a clear error for anything else. ``key``: what the
+    metadata must name (``class_names`` for a classifier, ``action_names`` for a detector)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     meta = ckpt.get("mvit_video") if isinstance(ckpt, dict) else None
-    if not meta or not meta.get("preset") or "class_names" not in meta:
+    if not meta or not meta.get("preset") or key not in meta:
         raise CheckpointMetadataError(
             f"{path} has no mvit_video metadata (model preset, frames, crop, mean/std, class names), so the model and "
             "its preprocessing cannot be rebuilt from it. It was not written by `python train.py`. Build the model "
@@ -130,3 +131,54 @@ def load(path: str | Path, class_names: str | Path | None = None) -> VideoClassi
     if class_names is not None:
         classifier.set_class_names(class_names)
     return classifier
+
+
+class ActionDetector(nn.Module):
+    """An AVA detector with its preprocessing: ``detect(frames, boxes)`` scores the actions of each person box."""
+
+    def __init__(self, model: nn.Module, meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.num_frames, self.sampling_rate = meta["num_frames"], meta["sampling_rate"]
+        self.crop_size, self.mean, self.std = meta["crop_size"], tuple(meta["mean"]), tuple(meta["std"])
+        self.action_names: dict[int, str] = {int(k): v for k, v in meta["action_names"].items()}
+        self.eval()
+
+    def frame_indices(self, keyframe: int, num_source: int) -> list[int]:
+        """``num_frames`` indices every ``sampling_rate`` centred on frame ``keyframe``, clamped to the video."""
+        span = self.num_frames * self.sampling_rate
+        return [min(max(i, 0), num_source - 1) for i in range(keyframe - span // 2, keyframe + span // 2, self.sampling_rate)]
+
+    @torch.inference_mode()
+    def detect(self, frames: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """``frames (T, C, H, W)`` uint8 around a keyframe, ``boxes (N, 4)`` normalised x1 y1 x2 y2 -> ``(N, 80)``
+        probabilities of action ids 1..80 (the evaluated ones are in ``action_names``)."""
+        from .data.ava import eval_clip
+
+        clip, pixel_boxes = eval_clip(frames, boxes.float(), self.crop_size, self.mean, self.std)
+        rois = torch.cat([torch.zeros(len(pixel_boxes), 1), pixel_boxes], 1)  # (N, 5): batch index 0
+        return self.model(clip[None], rois)
+
+    def top_actions(self, probs: torch.Tensor, k: int = 3) -> list[list[tuple[str, float]]]:
+        """The ``k`` most likely evaluated actions of each box."""
+        ids = torch.tensor(sorted(self.action_names))
+        scores = probs[:, ids - 1]  # (N, evaluated classes)
+        top = scores.topk(min(k, len(ids)), dim=1)
+        return [
+            [(self.action_names[int(ids[j])], float(v)) for v, j in zip(vals.tolist(), idx.tolist())]
+            for vals, idx in zip(top.values, top.indices)
+        ]
+
+
+def load_detector(path: str | Path) -> ActionDetector:
+    """The AVA detector of a checkpoint written by ``train.py experiment=ava_...``, with its preprocessing."""
+    from .models.detector import build_ava_detector
+
+    meta, ckpt = read_metadata(path, key="action_names")
+    cfg = meta.get("model") or {}
+    overrides = {k: cfg[k] for k in ("num_frames", "input_size", "depths", "embed_dim") if k in cfg}
+    backbone = build_model(meta["preset"], num_classes=0, **overrides)
+    detector = build_ava_detector(backbone, num_classes=meta["detector"]["num_classes"])
+    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    detector.load_state_dict(state)
+    return ActionDetector(detector, meta)

@@ -153,23 +153,20 @@ class AVADataset(Dataset):
         frames = read_frames([self.root / "frames" / paths[i] for i in self.frame_indices(video, sec)])  # (T, C, H, W)
         h, w = frames.shape[-2:]
         norm_boxes, labels = self._box_tensors(box_map)
-        pixel = norm_boxes * torch.tensor([w, h, w, h])
-        vid = tv_tensors.Video(frames)
-        boxes = tv_tensors.BoundingBoxes(pixel, format="XYXY", canvas_size=(h, w))
         if self.train:
+            vid = tv_tensors.Video(frames)
+            boxes = tv_tensors.BoundingBoxes(norm_boxes * torch.tensor([w, h, w, h]), format="XYXY", canvas_size=(h, w))
             short = int(torch.randint(self.jitter_scales[0], self.jitter_scales[1] + 1, ()).item())
             vid, boxes = TF.resize(vid, short, antialias=True), TF.resize(boxes, short)
             vid, boxes = v2.RandomCrop(self.crop_size)(vid, boxes)
             vid, boxes = v2.RandomHorizontalFlip()(vid, boxes)
+            clip, boxes = _finish(vid, boxes, self.mean, self.std)
         else:
-            vid, boxes = TF.resize(vid, self.crop_size, antialias=True), TF.resize(boxes, self.crop_size)
-            vid, boxes = TF.center_crop(vid, self.crop_size), TF.center_crop(boxes, self.crop_size)
-        boxes = TF.clamp_bounding_boxes(boxes)
-        out = TF.normalize(TF.to_dtype(vid, torch.float32, scale=True), self.mean, self.std)
+            clip, boxes = eval_clip(frames, norm_boxes, self.crop_size, self.mean, self.std)
         gt_boxes, gt_labels = self._box_tensors(self.gt.get((video, sec), {}))
         return {
-            "video": out.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous(),  # (C, T, H, W)
-            "boxes": boxes.as_subclass(torch.Tensor),  # (N, 4) x1 y1 x2 y2 in input pixels
+            "video": clip,  # (C, T, H, W)
+            "boxes": boxes,  # (N, 4) x1 y1 x2 y2 in input pixels
             "labels": labels,  # (N, num_classes) multi-hot
             "ori_boxes": norm_boxes,  # (N, 4) normalised, as in the CSVs
             "key": torch.tensor([self.video_index[video], sec]),
@@ -185,6 +182,24 @@ class AVADataset(Dataset):
                 if 1 <= a <= self.num_classes:
                     labels[j, a - 1] = 1.0
         return boxes, labels
+
+
+def _finish(vid: tv_tensors.Video, boxes: tv_tensors.BoundingBoxes, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    boxes = TF.clamp_bounding_boxes(boxes)
+    out = TF.normalize(TF.to_dtype(vid, torch.float32, scale=True), list(mean), list(std))
+    return out.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous(), boxes.as_subclass(torch.Tensor)
+
+
+def eval_clip(frames: torch.Tensor, norm_boxes: torch.Tensor, crop_size: int, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluation preprocessing: ``frames (T, C, H, W)`` uint8 and ``norm_boxes (N, 4)`` in [0, 1] ->
+    ``(C, T, crop, crop)`` normalised clip (short side resized to ``crop_size``, centre crop) and the boxes in its
+    pixels, clamped to the crop."""
+    h, w = frames.shape[-2:]
+    boxes = tv_tensors.BoundingBoxes(norm_boxes * torch.tensor([w, h, w, h]), format="XYXY", canvas_size=(h, w))
+    vid = TF.resize(tv_tensors.Video(frames), crop_size, antialias=True)
+    boxes = TF.resize(boxes, crop_size)
+    vid, boxes = TF.center_crop(vid, crop_size), TF.center_crop(boxes, crop_size)
+    return _finish(vid, boxes, mean, std)
 
 
 def ava_collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -249,6 +264,17 @@ class AVADataModule(ResumableData, L.LightningDataModule):
         for rel in ["frame_lists/train.csv", "frame_lists/val.csv", f"annotations/{self.labelmap}"]:
             if not (self.root / rel).is_file():
                 raise FileNotFoundError(f"AVA file not found: {self.root / rel} (see spec §4.1 for the layout)")
+
+    def metadata(self) -> dict[str, Any]:
+        """Preprocessing a trained detector needs, stored in its checkpoints (``action_names``: the label map)."""
+        from ..metrics.ava import read_labelmap
+
+        names = read_labelmap(self.root / "annotations" / self.labelmap)
+        return {
+            "num_frames": self.kw["num_frames"], "sampling_rate": self.kw["sampling_rate"], "target_fps": FPS,
+            "crop_size": self.kw["crop_size"], "mean": list(self.kw["mean"]), "std": list(self.kw["std"]),
+            "action_names": {int(k): v for k, v in names.items()},
+        }  # fmt: skip
 
     def class_ids(self) -> list[int]:
         from ..metrics.ava import read_labelmap

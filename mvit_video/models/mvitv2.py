@@ -42,6 +42,8 @@ class MViTv2Config:
     block_strides: tuple[tuple[Grid, Grid], ...] = field(init=False, repr=False)  # (stride_q, stride_kv)
 
     def __post_init__(self) -> None:
+        for name in ("depths", "kv_stride"):  # lists from YAML (even OmegaConf's) become plain tuples
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         depth = sum(self.depths)
         transitions = {sum(self.depths[:i]) for i in range(1, len(self.depths))}
         dims, strides = [], []

@@ -107,10 +107,16 @@ class VideoClassificationModule(L.LightningModule):
         )  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Checkpoints carry what a user needs to run the model: its config and its preprocessing."""
-        meta: dict[str, Any] = {"model": getattr(self.net, "cfg", None) and self.net.cfg.to_dict()}
-        meta["preset"] = getattr(self.net, "preset", None)
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "metadata"):
-            meta.update(datamodule.metadata())
-        checkpoint["mvit_video"] = meta
+        checkpoint["mvit_video"] = checkpoint_metadata(self.net, self.trainer)
+
+
+def checkpoint_metadata(net: nn.Module, trainer: L.Trainer | None) -> dict[str, Any]:
+    """What a user needs to run a trained model: the (backbone's) preset and config, and the datamodule's
+    preprocessing (frames, sampling rate, crop, mean/std, class or action names, test views)."""
+    model = getattr(net, "backbone", net)  # a detector's config is its backbone's
+    meta: dict[str, Any] = {"model": getattr(model, "cfg", None) and model.cfg.to_dict()}
+    meta["preset"] = getattr(model, "preset", None)
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is not None and hasattr(datamodule, "metadata"):
+        meta.update(datamodule.metadata())
+    return meta

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics.ava import AVAFrameMAP
+from .classification import checkpoint_metadata
 from .optim import configure_optimizers
 
 
@@ -45,6 +46,11 @@ class AVADetectionModule(L.LightningModule):
 
     def forward(self, video: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         return self.net(video, boxes)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint_metadata(self.net, self.trainer)
+        meta["detector"] = {"num_classes": self.net.roi_head.projection.out_features}
+        checkpoint["mvit_video"] = meta
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         probs = self.net(batch["video"], batch["boxes"])  # (K, 80)
