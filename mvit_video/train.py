@@ -120,10 +120,7 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> Path | None:
     """Training loss per step and validation top-1 per epoch from the CSV logger's file."""
     if not metrics_csv.is_file():
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (e.g. a notebook's) alone
 
     rows = list(csv.DictReader(metrics_csv.open()))
 
@@ -131,7 +128,8 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> Path | None:
         pts = [(float(r[x]), float(r[key])) for r in rows if r.get(key) not in (None, "") and r.get(x) not in (None, "")]
         return [p[0] for p in pts], [p[1] for p in pts]
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(*series("train/loss_step", "step"), lw=0.8, alpha=0.6, label="train loss (step)")
     ax1.plot(*series("val/loss", "step"), "o-", label="val loss")
     ax1.set_xlabel("step")
@@ -148,7 +146,6 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> Path | None:
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
-    plt.close(fig)
     return out_png
 
 
