@@ -173,9 +173,12 @@ class MultiScaleAttention(nn.Module):
             # of its h, w, t position, so q'.k' = scale * q.k + bias, with no (Nq x Nk) mask to build. Without a
             # mask that needs a gradient, the fused attention kernels run in training too (about 1.2x faster).
             parts = rel_pos_parts(q_patch, q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t)
-            terms = F.pad(torch.cat(parts, -1), (0, 0, sp, 0))  # (B, n, [1+]Nq, kh+kw[+kt]), zero for cls query
+            extra = sum(t.shape[-1] for t in parts)
+            align = -(self.head_dim + extra) % 8  # zero columns: GPU kernels want head sizes in multiples of 8
+            terms = F.pad(torch.cat(parts, -1), (0, align, sp, 0))  # (B, n, [1+]Nq, extra+align), 0 for cls query
             q_aug = torch.cat([q * self.scale, terms.to(q.dtype)], -1)
             onehot = _key_one_hots(k_thw, self.rel_pos_t is not None, self.has_cls, k.device, k.dtype)
+            onehot = F.pad(onehot, (0, align))  # (1+Nk, extra+align)
             k_aug = torch.cat([k, onehot.expand(*k.shape[:2], *onehot.shape)], -1)
             v_pad = F.pad(v, (0, terms.shape[-1]))  # the fused kernels want one head size for q, k and v
             out = F.scaled_dot_product_attention(q_aug, k_aug, v_pad, scale=1.0)
