@@ -123,9 +123,7 @@ def read_metadata(path: str | Path, key: str = "class_names") -> tuple[dict[str,
 def load(path: str | Path, class_names: str | Path | None = None) -> VideoClassifier:
     """The classifier of a checkpoint written by ``train.py``, in eval mode, with its preprocessing."""
     meta, _ = read_metadata(path)
-    cfg = meta.get("model") or {}
-    overrides = {k: cfg[k] for k in ("num_classes", "num_frames", "input_size", "depths", "embed_dim") if k in cfg}
-    model = build_model(meta["preset"], **overrides)
+    model = build_model(meta["preset"], **(meta.get("model") or {}))  # the saved config, field by field
     load_pretrained(model, path, source="mvit_video")
     classifier = VideoClassifier(model, Preprocessing.from_metadata(meta))
     if class_names is not None:
@@ -145,9 +143,10 @@ class ActionDetector(nn.Module):
         self.eval()
 
     def frame_indices(self, keyframe: int, num_source: int) -> list[int]:
-        """``num_frames`` indices every ``sampling_rate`` centred on frame ``keyframe``, clamped to the video."""
-        span = self.num_frames * self.sampling_rate
-        return [min(max(i, 0), num_source - 1) for i in range(keyframe - span // 2, keyframe + span // 2, self.sampling_rate)]
+        """The clip around frame ``keyframe`` that the detector was trained on (clamped to the video)."""
+        from .data.ava import keyframe_clip
+
+        return keyframe_clip(num_source, keyframe, self.num_frames, self.sampling_rate)
 
     @torch.inference_mode()
     def detect(self, frames: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -175,9 +174,7 @@ def load_detector(path: str | Path) -> ActionDetector:
     from .models.detector import build_ava_detector
 
     meta, ckpt = read_metadata(path, key="action_names")
-    cfg = meta.get("model") or {}
-    overrides = {k: cfg[k] for k in ("num_frames", "input_size", "depths", "embed_dim") if k in cfg}
-    backbone = build_model(meta["preset"], num_classes=0, **overrides)
+    backbone = build_model(meta["preset"], **(meta.get("model") or {}))  # the saved backbone config
     detector = build_ava_detector(backbone, num_classes=meta["detector"]["num_classes"])
     state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     detector.load_state_dict(state)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +24,10 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mvit_video.data.ava import FPS, read_boxes  # noqa: E402
 from mvit_video.data.decoding import read_frames  # noqa: E402
 from mvit_video.inference import load_detector  # noqa: E402
 
-FPS = 30
 COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
 
 
@@ -48,17 +47,10 @@ def video_frames_at_30fps(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.stack([decoded[i][1] for i in idx])).permute(0, 3, 1, 2)
 
 
-def read_boxes(path: Path, video_id: str | None) -> dict[int, list[list[float]]]:
-    """``{second: [box, ...]}`` of one video from an AVA CSV (a box listed once per action is drawn once)."""
-    boxes: dict[int, list[list[float]]] = defaultdict(list)
-    for line in path.read_text().splitlines():
-        cols = line.strip().split(",")
-        if len(cols) < 6 or (video_id is not None and cols[0] != video_id):
-            continue
-        box = [round(float(c), 3) for c in cols[2:6]]
-        if box not in boxes[int(float(cols[1]))]:
-            boxes[int(float(cols[1]))].append(box)
-    return dict(sorted(boxes.items()))
+def boxes_by_second(path: Path, video_id: str | None) -> dict[int, list[list[float]]]:
+    """``{second: [box, ...]}`` of one video (a box listed once per action is drawn once); no score filtering."""
+    rows = read_boxes(path, is_groundtruth=True)
+    return {sec: [list(b) for b in boxes] for (vid, sec), boxes in sorted(rows.items()) if video_id in (None, vid)}
 
 
 def draw(frame: np.ndarray, boxes: list[list[float]], labels: list[list[tuple[str, float]]]) -> np.ndarray:
@@ -109,7 +101,7 @@ def main() -> int:
     else:
         frames = video_frames_at_30fps(Path(args.video))
         video_id = args.video_id
-    per_second = read_boxes(Path(args.boxes), video_id)
+    per_second = boxes_by_second(Path(args.boxes), video_id)
     if not per_second:
         print(f"error: no boxes for video id {video_id!r} in {args.boxes}", file=sys.stderr)
         return 2

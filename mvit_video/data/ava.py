@@ -14,6 +14,7 @@ has its full length. Boxes follow every resize, crop and flip (``torchvision.tra
 from __future__ import annotations
 
 import csv
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,10 +36,11 @@ FIRST_SECOND = 900  # AVA videos are cut at 900 s; frame 0 of a list is second 9
 
 
 def read_frame_lists(path: str | Path) -> dict[str, list[str]]:
-    """``{video id: [frame paths in list order]}`` from an official frame list (header line skipped)."""
+    """``{video id: [frame paths in list order]}`` from an official frame list (header line skipped): the 5-column
+    format of AVA and SSv2."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"AVA frame list not found: {path}")
+        raise FileNotFoundError(f"frame list not found: {path} (columns: original_video_id video_id frame_id path labels)")
     frames: dict[str, list[str]] = defaultdict(list)
     with path.open() as f:
         next(f, None)  # header
@@ -50,6 +52,13 @@ def read_frame_lists(path: str | Path) -> dict[str, list[str]]:
                 raise DatasetFormatError(f"{path}:{lineno}: expected 'original_video_id video_id frame_id path labels'")
             frames[cols[0]].append(cols[3])
     return dict(frames)
+
+
+def keyframe_clip(num_source: int, keyframe: int, num_frames: int, sampling_rate: int) -> list[int]:
+    """``num_frames`` frame indices every ``sampling_rate`` around frame ``keyframe``, clamped to the video (so a
+    clip at either end has its full length, unlike pytorchvideo's ``Ava``)."""
+    span = num_frames * sampling_rate
+    return [min(max(i, 0), num_source - 1) for i in range(keyframe - span // 2, keyframe + span // 2, sampling_rate)]
 
 
 def read_boxes(
@@ -135,11 +144,7 @@ class AVADataset(Dataset):
         return len(self.samples)
 
     def frame_indices(self, video: str, sec: int) -> list[int]:
-        """``num_frames`` indices every ``sampling_rate`` around the keyframe, clamped to the video."""
-        n = len(self.frames[video])
-        center = (sec - FIRST_SECOND) * FPS
-        span = self.num_frames * self.sampling_rate
-        return [min(max(i, 0), n - 1) for i in range(center - span // 2, center + span // 2, self.sampling_rate)]
+        return keyframe_clip(len(self.frames[video]), (sec - FIRST_SECOND) * FPS, self.num_frames, self.sampling_rate)
 
     def __getitem__(self, index) -> dict[str, Any]:
         """``index``: an int, or ``(int, seed)`` from ``ResumableSampler`` (augmentation drawn from ``seed``)."""
@@ -265,11 +270,16 @@ class AVADataModule(ResumableData, L.LightningDataModule):
             if not (self.root / rel).is_file():
                 raise FileNotFoundError(f"AVA file not found: {self.root / rel} (see spec §4.1 for the layout)")
 
-    def metadata(self) -> dict[str, Any]:
-        """Preprocessing a trained detector needs, stored in its checkpoints (``action_names``: the label map)."""
+    @functools.cached_property
+    def action_names(self) -> dict[int, str]:
+        """The label map ``{action id: name}`` (the evaluated classes), read once."""
         from ..metrics.ava import read_labelmap
 
-        names = read_labelmap(self.root / "annotations" / self.labelmap)
+        return read_labelmap(self.root / "annotations" / self.labelmap)
+
+    def metadata(self) -> dict[str, Any]:
+        """Preprocessing a trained detector needs, stored in its checkpoints (``action_names``: the label map)."""
+        names = self.action_names
         return {
             "num_frames": self.kw["num_frames"], "sampling_rate": self.kw["sampling_rate"], "target_fps": FPS,
             "crop_size": self.kw["crop_size"], "mean": list(self.kw["mean"]), "std": list(self.kw["std"]),
@@ -277,9 +287,7 @@ class AVADataModule(ResumableData, L.LightningDataModule):
         }  # fmt: skip
 
     def class_ids(self) -> list[int]:
-        from ..metrics.ava import read_labelmap
-
-        return sorted(read_labelmap(self.root / "annotations" / self.labelmap))
+        return sorted(self.action_names)
 
     def setup(self, stage: str | None = None) -> None:
         if "train" not in self.datasets and stage in (None, "fit"):

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import torch
@@ -57,20 +58,15 @@ def seeded(index) -> tuple[int, int | None]:
     return int(index), None
 
 
+@contextlib.contextmanager
 def fork_rng(seed: int | None):
-    """A context in which torch's global generator is seeded with ``seed`` (restored afterwards); a no-op for None."""
-    import contextlib
-
+    """Within it, torch's global generator is seeded with ``seed`` (and restored afterwards); a no-op for None."""
     if seed is None:
-        return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def _ctx():
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            yield
-
-    return _ctx()
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def world() -> tuple[int, int]:

@@ -16,13 +16,14 @@ the validation split (1 clip x 3 crops). Frames are RGB: SlowFast reads BGR with
 
 from __future__ import annotations
 
+import functools
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .ava import read_frame_lists
 from .decoding import read_frames
 from .kinetics import DatasetFormatError, KineticsDataModule, KineticsDataset
 
@@ -47,21 +48,6 @@ def segment_indices(num_source: int, num_frames: int, train: bool, rng: torch.Ge
         start, end = int(np.round(seg * i)), int(np.round(seg * (i + 1)))
         out.append(int(torch.randint(start, end + 1, (), generator=rng)) if train else (start + end) // 2)
     return out
-
-
-def read_frame_list(path: Path, prefix: Path) -> dict[str, list[str]]:
-    """``{original video id: [frame paths in order]}`` from a space-separated 5-column frame list."""
-    if not path.is_file():
-        raise FileNotFoundError(f"frame list not found: {path} (columns: original_vido_id video_id frame_id path labels)")
-    videos: dict[str, list[tuple[int, str]]] = {}
-    for lineno, line in enumerate(path.read_text().splitlines()[1:], start=2):
-        cols = line.split()
-        if not cols:
-            continue
-        if len(cols) < 4:
-            raise DatasetFormatError(f"{path}:{lineno}: expected 'original_vido_id video_id frame_id path labels'")
-        videos.setdefault(cols[0], []).append((int(cols[2]), str(prefix / cols[3])))
-    return {vid: [p for _, p in sorted(frames)] for vid, frames in videos.items()}
 
 
 class SSv2Dataset(KineticsDataset):
@@ -138,26 +124,28 @@ class SSv2DataModule(KineticsDataModule):
                     f"{self.video_dir}/ID.webm (data.source=video) or {self.frame_list_dir}/{{train,val}}.csv"
                 )
 
+    @functools.cached_property
     def label_ids(self) -> dict[str, int]:
+        """``{label: id}`` from the labels file, read once."""
         labels = json.loads((self.root / LABELS_FILE).read_text())
         ids = {name: int(i) for name, i in labels.items()}
         if len(ids) != self.num_classes:
             raise DatasetFormatError(f"{self.root / LABELS_FILE}: {len(ids)} labels for num_classes={self.num_classes}")
         return ids
 
-    @property
+    @functools.cached_property
     def class_names(self) -> list[str]:
-        ids = self.label_ids()
-        return sorted(ids, key=ids.get)
+        return sorted(self.label_ids, key=self.label_ids.get)
 
     def read_items(self, split: str) -> list[tuple[Any, int]]:
-        ids = self.label_ids()
+        ids = self.label_ids
         split = "train" if split == "train" else "val"  # the test split is the validation set
         path = self.root / SPLIT_FILES[split]
         entries = json.loads(path.read_text())
         frames = None
         if self.source == "frames":
-            frames = read_frame_list(self.root / self.frame_list_dir / f"{split}.csv", self.root / self.frame_dir)
+            lists = read_frame_lists(self.root / self.frame_list_dir / f"{split}.csv")
+            frames = {vid: [str(self.root / self.frame_dir / rel) for rel in rels] for vid, rels in lists.items()}
         items = []
         for entry in entries:
             name = template_to_label(entry["template"])

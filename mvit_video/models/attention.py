@@ -60,22 +60,11 @@ def rel_pos_parts(
     return parts
 
 
-def rel_pos_terms(
-    q: torch.Tensor,
-    q_thw: Grid,
-    k_thw: Grid,
-    rel_pos_h: torch.Tensor,
-    rel_pos_w: torch.Tensor,
-    rel_pos_t: torch.Tensor | None,
-) -> torch.Tensor:
-    """Decomposed relative-position bias for the patch-patch block of the attention matrix.
-
-    ``q`` is the pooled, normalised and *unscaled* query of the patch tokens, ``(B, heads, Nq, C)``.
-    Returns ``(B, heads, Nq, Nk)``.
-    """
+def rel_pos_bias(parts: list[torch.Tensor], k_thw: Grid) -> torch.Tensor:
+    """The per-axis terms of ``rel_pos_parts`` summed into the patch-patch bias ``(B, heads, Nq, Nk)`` of the
+    attention matrix (the reference path; the SDPA path never builds it)."""
     kt, kh, kw = k_thw
-    b, n, nq, _ = q.shape
-    parts = rel_pos_parts(q, q_thw, k_thw, rel_pos_h, rel_pos_w, rel_pos_t)
+    b, n, nq, _ = parts[0].shape
     bias = parts[0][..., None, :, None] + parts[1][..., None, None, :]  # (B, n, Nq, 1, kh, kw)
     if len(parts) == 3:
         bias = bias + parts[2][..., :, None, None]  # (B, n, Nq, kt, kh, kw)
@@ -168,11 +157,11 @@ class MultiScaleAttention(nn.Module):
 
         sp = 1 if self.has_cls else 0
         q_patch = q.split([sp, q.shape[2] - sp], dim=2)[1]  # (B, n, Nq, C) without cls
+        parts = rel_pos_parts(q_patch, q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t)
         if self.attn_impl == "sdpa":
             # The decomposed bias as extra dimensions of the dot product: q gains its per-axis terms, k the one-hot
             # of its h, w, t position, so q'.k' = scale * q.k + bias, with no (Nq x Nk) mask to build. Without a
             # mask that needs a gradient, the fused attention kernels run in training too (about 1.2x faster).
-            parts = rel_pos_parts(q_patch, q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t)
             extra = sum(t.shape[-1] for t in parts)
             align = -(self.head_dim + extra) % 8  # zero columns: GPU kernels want head sizes in multiples of 8
             terms = F.pad(torch.cat(parts, -1), (0, align, sp, 0))  # (B, n, [1+]Nq, extra+align), 0 for cls query
@@ -184,7 +173,7 @@ class MultiScaleAttention(nn.Module):
             out = F.scaled_dot_product_attention(q_aug, k_aug, v_pad, scale=1.0)
             out = out.split([self.head_dim, terms.shape[-1]], dim=-1)[0]  # (B, n, Nq, C): drop v's zero padding
         elif self.attn_impl == "reference":
-            rel = rel_pos_terms(q_patch, q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t)
+            rel = rel_pos_bias(parts, k_thw)
             attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, n, Nq, Nk)
             attn = torch.cat((attn[:, :, :sp], torch.cat((attn[:, :, sp:, :sp], attn[:, :, sp:, sp:] + rel), -1)), 2)
             out = attn.softmax(dim=-1) @ v  # (B, n, Nq, C)
