@@ -77,6 +77,12 @@ def test_detection_on_keyframe_without_ground_truth_is_false_positive():
     assert _map(gt, det, classes=(1,))[0] == pytest.approx(0.5)
 
 
+def test_detections_that_overlap_no_ground_truth_enough_are_all_false_positives():
+    gt = [(0, A, 1, 0)]
+    det = [(0, OTHER, 1, 0.9), (0, B, 1, 0.5)]  # the right keyframe and class, IoU < 0.5 with the only box
+    assert _map(gt, det, classes=(1,))[0] == 0.0
+
+
 def test_random_cases_match_reference():
     rng = np.random.default_rng(0)
     for _ in range(5):

@@ -180,7 +180,7 @@ def frame_map(
         cand_idx = idx[hit]
         pair = d_group[cand_idx] * width + best_gt[hit]
         claim = _stable_argsort(pair)
-        first = np.r_[True, pair[claim][1:] != pair[claim][:-1]]
+        first = np.r_[True, pair[claim][1:] != pair[claim][:-1]][: len(claim)]  # empty when nothing reaches the IoU
         tp[order[cand_idx[claim[first]]]] = True
 
     # VOC AP of every class at once: kept rows ranked by (class, descending score). Recall rises by 1/num_gt at
