@@ -26,12 +26,8 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     start = time.time()
-    result = evaluate_files(args.labelmap, args.groundtruth, args.detections, args.exclusions)
+    result = evaluate_files(args.labelmap, args.groundtruth, args.detections, args.exclusions, chance=args.chance)
     result["seconds"] = round(time.time() - start, 3)
-    if args.chance:
-        runs = [evaluate_files(args.labelmap, args.groundtruth, args.detections, args.exclusions, seed)["mAP"]
-                for seed in range(args.chance)]  # fmt: skip
-        result["chance_mAP"] = sum(runs) / len(runs)
     print(json.dumps(result))
 
 

@@ -212,15 +212,14 @@ def evaluate_files(
     groundtruth: str | Path,
     detections: str | Path,
     exclusions: str | Path | None = None,
-    permute_scores_seed: int | None = None,
+    chance: int = 0,
 ) -> dict:
-    """The official CLI's computation on files: ``{"mAP": ..., "per_class": {name: AP}}``.
-    ``permute_scores_seed``: shuffle the score column first, the chance level of the same boxes and labels."""
+    """The official CLI's computation on files: ``{"mAP": ..., "per_class": {name: AP}}``. ``chance``: also
+    ``chance_mAP``, the mean mAP of that many runs with the detection scores shuffled (the chance level of the
+    same boxes and labels); the files are read once."""
     names = read_labelmap(labelmap)
     gv, gs, gb, ga, _ = read_csv_rows(groundtruth, with_scores=False)
     dv, ds, db, da, dsc = read_csv_rows(detections, with_scores=True)
-    if permute_scores_seed is not None:
-        dsc = np.random.default_rng(permute_scores_seed).permutation(dsc)
     ev = es = np.array([], dtype=np.int64)
     if exclusions:
         ex = np.loadtxt(exclusions, delimiter=",", dtype=str, ndmin=2)
@@ -234,7 +233,14 @@ def evaluate_files(
     gt = (codes[:ng], gb, ga, np.ones(ng))
     det = (codes[ng : ng + nd], db, da, dsc)
     mean_ap, per_class = frame_map(gt, det, list(names), excluded=codes[ng + nd :])
-    return {"mAP": mean_ap, "per_class": {names[c]: ap for c, ap in per_class.items()}}
+    result = {"mAP": mean_ap, "per_class": {names[c]: ap for c, ap in per_class.items()}}
+    if chance:
+        shuffled = [
+            frame_map(gt, (*det[:3], np.random.default_rng(seed).permutation(dsc)), list(names), excluded=codes[ng + nd :])[0]
+            for seed in range(chance)
+        ]
+        result["chance_mAP"] = float(np.mean(shuffled))
+    return result
 
 
 class AVAFrameMAP(Metric):
