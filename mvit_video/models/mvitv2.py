@@ -142,8 +142,9 @@ class MultiScaleBlock(nn.Module):
         sp = 1 if self.has_cls else 0
         cls, x = x[:, :sp], x[:, sp:]
         b, _, c = x.shape
-        x = x.transpose(1, 2).reshape(b, c, *thw)  # (B, C, T, H, W)
-        x = self.pool_skip(x).flatten(2).transpose(1, 2)  # (B, N', C)
+        x = x.reshape(b, *thw, c).permute(0, 4, 1, 2, 3)  # (B, C, T, H, W), a channels-last view
+        x = self.pool_skip(x.contiguous(memory_format=torch.channels_last_3d))  # (B, C, T', H', W')
+        x = x.permute(0, 2, 3, 4, 1).reshape(b, -1, c)  # (B, N', C)
         return torch.cat((cls, x), dim=1)
 
     def forward(self, x: torch.Tensor, thw: Grid) -> tuple[torch.Tensor, Grid]:
