@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_FAST := -m "not slow and not slurm"
+# FFmpeg's shared libraries for the torchcodec decoder (Debian 12 names; any FFmpeg 4-7 works).
+FFMPEG_DEBS := libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8
 
 .PHONY: install test test-slow test-slurm demo train lint bench report clean
 
@@ -12,7 +14,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch/torchvision first, pinned to the builds served from this machine's disk.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[dev,slurm,export]"
+	$(PY) -m pip install -q -e ".[dev,slurm,export,decoders]"
+	@ldconfig -p | grep -q 'libavcodec\.so\.' || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { apt-get install -y -q --no-install-recommends $(FFMPEG_DEBS) >/dev/null \
+		|| { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(FFMPEG_DEBS) >/dev/null; } \
+		|| apt-get install -y -q ffmpeg >/dev/null; }; } \
+		|| echo "note: no FFmpeg libraries and no root to apt-get them: the torchcodec decoder tests will fail"
 	touch $(STAMP)
 
 install: $(STAMP)
