@@ -110,6 +110,7 @@ def test_torchcodec_decodes_the_same_frames_as_pyav(tiny_kinetics, clip_idx):
     from mvit_video.data.decoding import check_decoder, decode_clip
 
     check_decoder("torchcodec")  # fails with what to install when torchcodec or FFmpeg's libraries are missing
+    assert check_decoder("auto") == "torchcodec"  # the datamodule's default then
     for line in (tiny_kinetics / "val.csv").read_text().splitlines()[:4]:
         path = str(tiny_kinetics / line.split()[0])
         ours = decode_clip(path, 8, 0.5, clip_idx, 3, decoder="pyav")

@@ -88,6 +88,33 @@ def test_grad_checkpointing_identical():
         torch.testing.assert_close(p.grad, g, rtol=0, atol=1e-7)
 
 
+@pytest.mark.parametrize(
+    ("kernel", "stride", "size"),
+    [((3, 3, 3), (1, 1, 1), (5, 9, 11)), ((3, 3, 3), (1, 2, 2), (5, 9, 11)), ((3, 3, 3), (2, 4, 3), (5, 9, 11)),
+     ((1, 3, 3), (1, 8, 8), (1, 16, 17))],
+)  # fmt: skip
+def test_pooling_conv_gradients_equal_autograd(kernel, stride, size):
+    """The CPU pooling conv's own backward (input gradient as a conv of the spread gradient) is exact."""
+    import torch.nn.functional as F
+
+    from mvit_video.models.attention import depthwise_conv3d
+
+    torch.manual_seed(0)
+    padding = tuple(k // 2 for k in kernel)
+    x = torch.randn(2, 6, *size, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
+    x.requires_grad_(True)
+    w = torch.randn(6, 1, *kernel, dtype=torch.float64, requires_grad=True)
+    out = depthwise_conv3d(x, w, stride, padding)
+    assert out.grad_fn.name().startswith("_DepthwiseConv3dCPU")  # the custom backward, not autograd's
+    g = torch.randn_like(out)
+    ours = torch.autograd.grad(out, (x, w), g)
+    ref = torch.autograd.grad(F.conv3d(x, w, None, stride, padding, 1, 6), (x, w), g)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    small = (x[:1, :2].detach().clone().requires_grad_(), w[:2].detach().clone().requires_grad_())
+    assert torch.autograd.gradcheck(lambda a, b: depthwise_conv3d(a, b, stride, padding), small)
+
+
 @pytest.mark.parametrize("name", ["mvitv2_tiny", "mvitv2_t"])
 def test_sdpa_matches_reference(name):
     model = build_model(name, num_classes=5).eval()

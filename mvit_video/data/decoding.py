@@ -25,9 +25,15 @@ DECODERS = ("pyav", "torchcodec", "decord", "pytorchvideo")
 
 
 def check_decoder(decoder: str) -> str:
-    """``decoder`` if it is known and importable here; otherwise a ValueError / ImportError that says what to do."""
+    """``decoder`` if it is known and importable here; otherwise a ValueError / ImportError that says what to do.
+    ``auto``: torchcodec where it and FFmpeg's libraries load (the same frames, fastest), else our PyAV decoder."""
+    if decoder == "auto":
+        try:
+            return check_decoder("torchcodec")
+        except ImportError:
+            return "pyav"
     if decoder not in DECODERS:
-        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        raise ValueError(f"decoder must be one of {('auto', *DECODERS)}, got {decoder!r}")
     if decoder in ("torchcodec", "decord"):
         try:
             if decoder == "torchcodec":
