@@ -1,4 +1,5 @@
-"""Video decoding: our selective PyAV decoder (default), torchcodec, decord, or pytorchvideo's PyAV decoder.
+"""Video decoding: torchcodec where installed, else our selective PyAV decoder (``auto``, the datamodules' default);
+decord or pytorchvideo's PyAV decoder on request.
 
 ``decode_clip`` returns exactly ``num_frames`` frames ``(T, C, H, W)`` uint8 sampled uniformly over a time
 window, so the clip covers the same seconds whatever the file's frame rate (Kinetics protocol, spec §6.1).
@@ -144,8 +145,7 @@ def _decode_by_index(
         from torchcodec.decoders import VideoDecoder
 
         video = VideoDecoder(path, dimension_order="NCHW")
-        meta = video.metadata
-        total, fps = len(video), meta.average_fps
+        total, fps = len(video), video.metadata.average_fps
     else:
         import decord
 
