@@ -115,6 +115,31 @@ def test_pooling_conv_gradients_equal_autograd(kernel, stride, size):
     assert torch.autograd.gradcheck(lambda a, b: depthwise_conv3d(a, b, stride, padding), small)
 
 
+def test_pooling_conv_backward_under_cpu_bf16_autocast():
+    """The custom backward computes in the dtype autocast gave the conv, and returns fp32 gradients to fp32 leaves."""
+    import torch.nn.functional as F
+
+    from mvit_video.models.attention import depthwise_conv3d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 4, 10, 10).contiguous(memory_format=torch.channels_last_3d).requires_grad_(True)
+    w = torch.randn(8, 1, 3, 3, 3, requires_grad=True)
+    grads = []
+    for conv in (lambda: depthwise_conv3d(x, w, (1, 2, 2), (1, 1, 1)), lambda: F.conv3d(x, w, None, (1, 2, 2), 1, 1, 8)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv()
+        assert out.dtype == torch.bfloat16
+        grads.append(torch.autograd.grad(out.float().square().sum(), (x, w)))
+    for ours, ref in zip(*grads):
+        assert ours.dtype == torch.float32
+        torch.testing.assert_close(ours, ref, rtol=2e-2, atol=2e-2)
+    model = build_model("mvitv2_tiny", num_classes=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(2, 3, 8, 64, 64))
+    logits.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 @pytest.mark.parametrize("name", ["mvitv2_tiny", "mvitv2_t"])
 def test_sdpa_matches_reference(name):
     model = build_model(name, num_classes=5).eval()

@@ -95,14 +95,16 @@ class _DepthwiseConv3dCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: Grid, padding: Grid) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.padding = stride, padding
-        return F.conv3d(x, weight, None, stride, padding, 1, weight.shape[0])
+        out = F.conv3d(x, weight, None, stride, padding, 1, weight.shape[0])
+        # Under autocast the conv ran in out.dtype: the backward computes in it too, outside autocast.
+        ctx.save_for_backward(x.to(out.dtype), weight.to(out.dtype))
+        ctx.stride, ctx.padding, ctx.dtypes = stride, padding, (x.dtype, weight.dtype)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        grad = grad.contiguous(memory_format=torch.channels_last_3d)
+        grad = grad.to(x.dtype).contiguous(memory_format=torch.channels_last_3d)
         groups, grad_x, grad_w = weight.shape[0], None, None
         if ctx.needs_input_grad[0]:
             if math.prod(ctx.stride) > 1:  # output sample o came from input position o * stride
@@ -116,6 +118,8 @@ class _DepthwiseConv3dCPU(torch.autograd.Function):
             grad_w = torch.ops.aten.convolution_backward(
                 grad, x, weight, None, ctx.stride, ctx.padding, (1, 1, 1), False, (0, 0, 0), groups, (False, True, False)
             )[1]
+        grad_x = grad_x.to(ctx.dtypes[0]) if grad_x is not None else None
+        grad_w = grad_w.to(ctx.dtypes[1]) if grad_w is not None else None
         return grad_x, grad_w, None, None
 
 
