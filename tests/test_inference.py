@@ -10,7 +10,7 @@ import torch
 
 import mvit_video
 from mvit_video.data.kinetics import DatasetFormatError
-from mvit_video.data.synthetic import write_mp4
+from mvit_video.data.synthetic import write_video
 from mvit_video.inference import CheckpointMetadataError, VideoReadError
 from mvit_video.train import run
 
@@ -43,7 +43,7 @@ def test_predict_on_any_readable_video(checkpoint, tmp_path, fps, size, seconds,
     h, w = size
     frames = (np.random.default_rng(0).random((max(2, int(fps * seconds)), h, w, 3)) * 255).astype(np.uint8)
     path = tmp_path / "clip.mp4"
-    write_mp4(path, frames, fps)
+    write_video(path, frames, fps)
     if audio:  # remux with a sine audio stream
         with_audio = tmp_path / "clip_audio.mkv"
         with av.open(str(path)) as src, av.open(str(with_audio), "w") as dst:

@@ -108,16 +108,20 @@ def render_video(label: int, rng: np.random.Generator, spec: SyntheticSpec) -> t
     return frames, fps
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
-    """Encode ``(N, H, W, 3)`` uint8 frames as H.264 (yuv420p) with PyAV."""
+H264 = ("libx264", {"crf": "23", "preset": "ultrafast", "tune": "fastdecode"})  # Kinetics-style .mp4
+VP9 = ("libvpx-vp9", {"deadline": "realtime", "cpu-used": "8", "crf": "30", "b:v": "0"})  # SSv2's .webm
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int, codec: tuple[str, dict] = H264) -> None:
+    """Encode ``(N, H, W, 3)`` uint8 frames (yuv420p) with PyAV; ``codec`` is (encoder name, encoder options)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream(codec[0], rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "23", "preset": "ultrafast", "tune": "fastdecode"}
+        stream.options = dict(codec[1])
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -130,7 +134,7 @@ def _make_one(job: tuple[str, int, int, dict]) -> str:
     root = spec_dict.pop("_root")
     spec = SyntheticSpec(**spec_dict)
     frames, fps = render_video(label, np.random.default_rng(seed), spec)
-    write_mp4(Path(root) / rel, frames, fps)
+    write_video(Path(root) / rel, frames, fps)
     return rel
 
 

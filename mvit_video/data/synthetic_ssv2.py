@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .synthetic import SyntheticSpec, render_video
+from .synthetic import VP9, SyntheticSpec, render_video, write_video
 
 # template (with brackets, as in the split files) -> the synthetic motion class that shows it
 TEMPLATES = {
@@ -48,23 +48,6 @@ class SyntheticSSv2Spec:
     version: int = 1
 
 
-def write_webm(path: Path, frames: np.ndarray, fps: int) -> None:
-    """Encode ``(N, H, W, 3)`` uint8 frames as VP9 ``.webm`` (the SSv2 container and codec) with PyAV."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libvpx-vp9", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"deadline": "realtime", "cpu-used": "8", "crf": "30", "b:v": "0"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def _make_one(job: tuple[str, int, int, str, dict]) -> tuple[str, int]:
     """Render one video, write its webm and its JPEG frames; returns (id, frame count)."""
     from PIL import Image
@@ -72,7 +55,7 @@ def _make_one(job: tuple[str, int, int, str, dict]) -> tuple[str, int]:
     vid, label, seed, root, spec = job
     render_spec = SyntheticSpec(fps_choices=(12,), min_side=spec["min_side"], max_side=spec["max_side"])
     frames, fps = render_video(label, np.random.default_rng(seed), render_spec)
-    write_webm(Path(root) / "20bn-something-something-v2" / f"{vid}.webm", frames, fps)
+    write_video(Path(root) / "20bn-something-something-v2" / f"{vid}.webm", frames, fps, VP9)
     folder = Path(root) / "frames" / vid
     folder.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames):
