@@ -21,7 +21,7 @@ from .data.decoding import decode_clip
 from .data.kinetics import DatasetFormatError, read_classnames
 from .data.transforms import ClipTransform
 from .models import build_model
-from .models.convert import load_pretrained
+from .models.convert import convert_state_dict, load_file
 
 
 class CheckpointMetadataError(ValueError):
@@ -105,10 +105,7 @@ class VideoClassifier(nn.Module):
 def read_metadata(path: str | Path, key: str = "class_names") -> tuple[dict[str, Any], dict[str, Any]]:
     """(metadata, whole checkpoint) of one of our checkpoints; a clear error for anything else. ``key``: what the
     metadata must name (``class_names`` for a classifier, ``action_names`` for a detector)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_file(path)
     meta = ckpt.get("mvit_video") if isinstance(ckpt, dict) else None
     if not meta or not meta.get("preset") or key not in meta:
         raise CheckpointMetadataError(
@@ -122,9 +119,9 @@ def read_metadata(path: str | Path, key: str = "class_names") -> tuple[dict[str,
 
 def load(path: str | Path, class_names: str | Path | None = None) -> VideoClassifier:
     """The classifier of a checkpoint written by ``train.py``, in eval mode, with its preprocessing."""
-    meta, _ = read_metadata(path)
+    meta, ckpt = read_metadata(path)
     model = build_model(meta["preset"], **(meta.get("model") or {}))  # the saved config, field by field
-    load_pretrained(model, path, source="mvit_video")
+    model.load_state_dict(convert_state_dict(ckpt, "mvit_video", model))  # the file is read once
     classifier = VideoClassifier(model, Preprocessing.from_metadata(meta))
     if class_names is not None:
         classifier.set_class_names(class_names)
