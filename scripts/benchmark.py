@@ -170,11 +170,11 @@ def bench_training(tiny: bool, device: str, repeats: int, rounds: int) -> dict:
     """Step times alternate ours / torchvision over ``rounds`` pairs of fresh processes (this machine's speed drifts
     by +-15% over minutes): the ratio is the median of the per-round ratios."""
     out: dict = {"ours_ckpt": train_step("ours", tiny, device, repeats, True)}
-    ours = [train_step("ours", tiny, device, repeats) for _ in range(1 if tiny else 0)]
-    tv, tuned = [], []
-    for _ in range(0 if tiny else rounds):
+    ours, tv = [], []  # the tiny preset has no torchvision counterpart: one run of ours
+    for _ in range(1 if tiny else rounds):
         ours.append(train_step("ours", tiny, device, repeats))
-        tv.append(train_step("torchvision", tiny, device, repeats))
+        if not tiny:
+            tv.append(train_step("torchvision", tiny, device, repeats))
     out["ours"] = {"seconds": statistics.median(r["seconds"] for r in ours), "peak_bytes": ours[0]["peak_bytes"]}
     out["memory_ratio_default_allocator"] = out["ours_ckpt"]["peak_bytes"] / out["ours"]["peak_bytes"]
     if device == "cpu":  # CUDA's peak allocated is exact already
@@ -188,9 +188,10 @@ def bench_training(tiny: bool, device: str, repeats: int, rounds: int) -> dict:
         out["round_ratios"] = [o["seconds"] / t["seconds"] for o, t in zip(ours, tv)]
         out["ratio"] = statistics.median(out["round_ratios"])
         if device == "cpu":  # the same comparison with a heap that never returns memory: no page faults
-            for _ in range(rounds):
-                pair = [train_step(w, tiny, device, repeats, env=CACHING_HEAP)["seconds"] for w in ("ours", "torchvision")]
-                tuned.append(pair)
+            tuned = [
+                [train_step(w, tiny, device, repeats, env=CACHING_HEAP)["seconds"] for w in ("ours", "torchvision")]
+                for _ in range(rounds)
+            ]
             out["caching_heap"] = {
                 "ours_s": statistics.median(p[0] for p in tuned), "torchvision_s": statistics.median(p[1] for p in tuned),
                 "ratio": statistics.median(p[0] / p[1] for p in tuned),

@@ -274,7 +274,6 @@ class KineticsDataModule(ResumableData, L.LightningDataModule):
         resume = self.resume_position if shuffle else None
         return make_loader(self.datasets[split], shuffle, batch_size, self.num_workers, collate_clips, resume=resume)
 
-
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True, self.batch_size)
 

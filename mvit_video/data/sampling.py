@@ -47,9 +47,6 @@ class ResumableSampler(DistributedSampler):
             global_pos = pos * self.num_replicas + self.rank  # the same seed whatever the number of ranks
             yield indices[pos], sample_seed(self.seed, self.epoch, global_pos)
 
-    def __len__(self) -> int:
-        return self.num_samples
-
 
 def seeded(index) -> tuple[int, int | None]:
     """``dataset[i]`` or ``dataset[(i, seed)]``: the index and the sample's seed (None: draw one)."""
