@@ -262,8 +262,7 @@ class AVADataModule(ResumableData, L.LightningDataModule):
         if self.synthetic is not None:
             from .synthetic_ava import SyntheticAVASpec, make_synthetic_ava
 
-            spec = {k: v if isinstance(v, (int, float, str)) else tuple(v) for k, v in self.synthetic.items()}  # lists from YAML
-            make_synthetic_ava(self.root, SyntheticAVASpec(**spec))
+            make_synthetic_ava(self.root, SyntheticAVASpec(**self.synthetic))
 
     def check_files(self, train: bool = True, test: bool = True) -> None:
         for rel in ["frame_lists/train.csv", "frame_lists/val.csv", f"annotations/{self.labelmap}"]:

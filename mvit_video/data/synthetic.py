@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -31,6 +32,14 @@ CLASSES = (
 SPLITS = ("train", "val", "test")
 
 
+def freeze_lists(spec) -> None:
+    """Give a frozen spec tuples where YAML gave lists (OmegaConf's too), so that specs compare and hash alike."""
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        if isinstance(value, Sequence) and not isinstance(value, (str, tuple)):
+            object.__setattr__(spec, f.name, tuple(value))
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     """What to generate; the spec is written next to the data, and a matching spec means the cache is valid."""
@@ -48,6 +57,7 @@ class SyntheticSpec:
     version: int = 3  # bump when the rendering changes, so cached datasets are regenerated
 
     def __post_init__(self) -> None:
+        freeze_lists(self)
         if not 2 <= self.num_classes <= len(CLASSES):
             raise ValueError(f"num_classes must be in [2, {len(CLASSES)}], got {self.num_classes}")
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .synthetic import freeze_lists
+
 # AVA v2.2 action ids and names (all in the 60-class evaluation list).
 ACTIONS = {7: "jump/leap", 10: "run/jog", 12: "stand", 14: "walk", 69: "hand wave"}
 
@@ -27,6 +29,9 @@ class SyntheticAVASpec:
     persons: tuple[int, int] = (2, 3)
     seed: int = 0
     version: int = 3
+
+    def __post_init__(self) -> None:
+        freeze_lists(self)
 
 
 def _person_track(rng: np.random.Generator, n: int, w: int, h: int) -> tuple[np.ndarray, list[int], float, float]:
