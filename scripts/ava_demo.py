@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvit_video.data.ava import FPS, read_boxes  # noqa: E402
 from mvit_video.data.decoding import read_frames  # noqa: E402
+from mvit_video.data.synthetic import write_video  # noqa: E402
 from mvit_video.inference import load_detector  # noqa: E402
 
 COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
@@ -66,20 +67,6 @@ def draw(frame: np.ndarray, boxes: list[list[float]], labels: list[list[tuple[st
     return np.asarray(img)
 
 
-def write_video(path: Path, frames: list[np.ndarray]) -> None:
-    import av
-
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = w // 2 * 2, h // 2 * 2, "yuv420p"
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f[: h // 2 * 2, : w // 2 * 2]))):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="a detector checkpoint written by train.py experiment=ava_...")
@@ -115,7 +102,8 @@ def main() -> int:
         for i in range(max(0, key - FPS // 2), min(len(frames), key + FPS // 2)):
             canvas[i] = draw(canvas[i], boxes, labels)
         print(json.dumps({"second": sec, "boxes": boxes, "actions": labels}))
-    write_video(Path(args.out), canvas)
+    h, w = canvas[0].shape[:2]
+    write_video(Path(args.out), np.stack(canvas)[:, : h // 2 * 2, : w // 2 * 2], FPS)  # yuv420p: even sizes
     print(f"wrote {args.out}: {len(canvas)} frames at {FPS} fps")
     return 0
 

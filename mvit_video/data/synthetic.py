@@ -133,7 +133,7 @@ def write_video(path: Path, frames: np.ndarray, fps: int, codec: tuple[str, dict
         stream.pix_fmt = "yuv420p"
         stream.options = dict(codec[1])
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
