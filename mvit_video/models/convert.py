@@ -8,6 +8,7 @@ official loader does), so a 16x224^2 checkpoint loads into a 32x256^2 model.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import torch
 from torch import nn
 
 from .attention import resize_rel_pos
+
+log = logging.getLogger(__name__)
 
 SOURCES = ("torchvision", "slowfast", "mvit_video")
 _ALIASES = {"lightning": "mvit_video", "pyslowfast": "slowfast"}
@@ -92,6 +95,13 @@ def convert_state_dict(
             if value.shape[1] != target[key].shape[1]:
                 continue  # another head dim: reported below as a shape mismatch
             sd[key] = resize_rel_pos(value, target[key].shape[0])
+    if not any(k.startswith("head.") for k in target):
+        # A headless target (a detector's backbone, num_classes=0) fine-tunes a classifier's features: the
+        # classifier has nowhere to go, so it is dropped rather than reported as unexpected.
+        dropped = sorted(k for k in sd if k.startswith("head."))
+        if dropped:
+            log.info("the model has no classifier head: dropping the checkpoint's %s", ", ".join(dropped))
+            sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
     if not strict_head:
         for key in ("head.projection.weight", "head.projection.bias"):
             if key in sd and key in target and sd[key].shape != target[key].shape:
