@@ -103,3 +103,42 @@ def test_ssv2_flip_is_an_error_unless_allowed(tmp_path):
     assert isinstance(err.value.__cause__ or err.value, ValueError)
     cfg = compose_cfg(["experiment=ssv2_mvitv2_s", "data.flip=true", "data.allow_flip=true"], tmp_path / "o", tmp_path / "d")
     assert instantiate(cfg.data).flip
+
+
+def _compose_with_hydra(overrides: list[str], tmp_path: Path):
+    """The config with its ``hydra`` node, to see the run directory and the group choices a command gets."""
+    from hydra import compose, initialize_config_dir
+
+    from .helpers import CONF_DIR
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=[f"paths.data_dir={tmp_path}", *overrides], return_hydra_config=True)
+
+
+def test_no_experiment_is_not_the_demo(tmp_path):
+    """`python train.py` with no experiment must not quietly run the CPU demo recipe (the README's own-data path)."""
+    cfg = _compose_with_hydra([], tmp_path)
+    assert cfg.hydra.runtime.choices.experiment is None
+    assert cfg.task_name == "train" and "/logs/train/runs/" in cfg.hydra.run.dir
+    assert cfg.model.name != "mvitv2_tiny" and not cfg.time_shuffle_control
+    assert cfg.task.optimizer.lr != 5e-4 and cfg.trainer.max_epochs != 30
+    demo = _compose_with_hydra(["experiment=demo"], tmp_path)  # the demo states its deltas
+    assert (demo.task_name, demo.model.name, demo.data.root) == ("demo", "mvitv2_tiny", f"{tmp_path}/synthetic_kinetics")
+    assert (demo.task.optimizer.lr, demo.trainer.max_epochs, demo.trainer.accelerator) == (5e-4, 30, "cpu")
+    assert demo.time_shuffle_control and "/logs/demo/runs/" in demo.hydra.run.dir
+
+
+def test_own_dataset_command_gets_the_official_mvitv2_s_recipe(tmp_path):
+    """README: `python train.py data=kinetics data.root=DIR data.num_classes=K` trains MViTv2-S 16x4 with the K400
+    optimiser and schedule (spec §2.2) on the user's classes, on the default trainer, logged under logs/train."""
+    cfg = _compose_with_hydra(["data=kinetics", "data.root=/data/mine", "data.num_classes=7"], tmp_path)
+    assert cfg.data._target_ == "mvit_video.data.kinetics.KineticsDataModule" and cfg.data.root == "/data/mine"
+    assert cfg.data.synthetic is None and (cfg.data.num_frames, cfg.data.sampling_rate, cfg.data.crop_size) == (16, 4, 224)
+    assert (cfg.model.name, cfg.model.num_classes, cfg.task.num_classes) == ("mvitv2_s_16x4", 7, 7)
+    opt, sched = cfg.task.optimizer, cfg.task.scheduler
+    assert (opt._target_, opt.lr, opt.weight_decay) == ("torch.optim.AdamW", 1e-4, 0.05)
+    assert (sched.warmup_epochs, sched.warmup_start_lr, sched.end_lr) == (30, 1e-6, 1e-6)
+    assert cfg.task.mixup.mixup_alpha == 0.8 and cfg.task.label_smoothing == 0.1
+    assert (cfg.trainer.max_epochs, cfg.trainer.accelerator, cfg.hydra.runtime.choices.trainer) == (200, "auto", "default")
+    assert cfg.task_name == "train" and "/logs/train/runs/" in cfg.hydra.run.dir and not cfg.time_shuffle_control
