@@ -2,6 +2,9 @@
 
 There is no transformer-specific ROI head in the official code: SlowFast runs its ResNet ROI head on MViT's
 final tokens reshaped to a map, with spatial scale 1/32 (MViT's last stage), aligned ROIAlign, sigmoid outputs.
+Here the head returns logits: training takes BCE on logits (``F.binary_cross_entropy`` on probabilities is refused
+under CUDA autocast, and is less stable); ``AVADetector.forward`` applies the sigmoid, so a detector (and its
+``torch.export`` / ONNX program) still outputs probabilities.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from torchvision.ops import roi_align
 
 class ROIActionHead(nn.Module):
     """Temporal average pool -> ROIAlign (7x7, aligned, adaptive sampling) -> spatial max pool -> dropout ->
-    linear -> sigmoid (applied in train and eval, as the official head; the loss is BCE on probabilities)."""
+    linear -> logits. The official head's sigmoid is applied by ``AVADetector.forward`` (and folded into the loss,
+    BCE with logits, for training)."""
 
     def __init__(
         self, dim: int, num_classes: int = 80, resolution: int = 7, spatial_scale: float = 1 / 32, dropout: float = 0.5
@@ -24,13 +28,14 @@ class ROIActionHead(nn.Module):
         self.projection = nn.Linear(dim, num_classes)
 
     def forward(self, fmap: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """``fmap (B, C, T, H, W)``, ``boxes (K, 5)`` = (batch index, x1, y1, x2, y2) in input pixels -> ``(K, classes)``."""
+        """``fmap (B, C, T, H, W)``, ``boxes (K, 5)`` = (batch index, x1, y1, x2, y2) in input pixels -> logits
+        ``(K, classes)``."""
         if boxes.ndim != 2 or boxes.shape[1] != 5:
             raise ValueError(f"boxes must be (K, 5): batch index, x1, y1, x2, y2; got shape {tuple(boxes.shape)}")
         x = fmap.mean(dim=2)  # (B, C, H, W): average over the whole temporal extent
         x = roi_align(x, boxes.to(x.dtype), self.resolution, self.spatial_scale, sampling_ratio=0, aligned=True)
         x = x.amax(dim=(2, 3))  # (K, C): max pool over the 7x7 grid
-        return torch.sigmoid(self.projection(self.dropout(x)))  # (K, classes)
+        return self.projection(self.dropout(x))  # (K, classes) logits
 
 
 class AVADetector(nn.Module):
@@ -42,8 +47,13 @@ class AVADetector(nn.Module):
         self.backbone = backbone
         self.roi_head = roi_head
 
-    def forward(self, video: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    def logits(self, video: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """``video (B, C, T, H, W)``, ``boxes (K, 5)`` -> ``(K, classes)`` logits, for the loss."""
         return self.roi_head(self.backbone.forward_feature_map(video), boxes)
+
+    def forward(self, video: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """``(K, classes)`` probabilities (sigmoid in fp32, also under autocast): the detector's scores."""
+        return torch.sigmoid(self.logits(video, boxes).float())
 
 
 def build_ava_detector(backbone: nn.Module, num_classes: int = 80, dropout: float = 0.5) -> AVADetector:

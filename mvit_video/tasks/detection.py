@@ -1,4 +1,4 @@
-"""LightningModule for AVA action detection: BCE on sigmoid outputs, frame-mAP on validation and test, and the
+"""LightningModule for AVA action detection: BCE on the ROI head's logits, frame-mAP on validation and test, and the
 detections written in the official CSV format (``video_id,second,x1,y1,x2,y2,action_id,score``)."""
 
 from __future__ import annotations
@@ -17,8 +17,15 @@ from .classification import checkpoint_metadata
 from .optim import configure_optimizers
 
 
+def detection_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean BCE of sigmoid(logits) against multi-hot ``labels``, computed from logits in fp32: the official
+    loss, but allowed under CUDA autocast (BCE on probabilities is not) and finite for saturated scores."""
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
 class AVADetectionModule(L.LightningModule):
-    """Receives a built detector (``forward(video, boxes) -> probabilities``) and optimiser/scheduler factories.
+    """Receives a built detector (``logits(video, boxes)`` for the loss, ``forward(video, boxes) -> probabilities``
+    for the scores) and optimiser/scheduler factories.
 
     ``class_ids``: the evaluated action ids; by default the datamodule's label map (the official whitelist).
     """
@@ -53,8 +60,8 @@ class AVADetectionModule(L.LightningModule):
         checkpoint["mvit_video"] = meta
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        probs = self.net(batch["video"], batch["boxes"])  # (K, 80)
-        loss = F.binary_cross_entropy(probs.float(), batch["labels"].float())
+        logits = self.net.logits(batch["video"], batch["boxes"])  # (K, 80), bf16 under autocast
+        loss = detection_loss(logits, batch["labels"])
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["video"]), sync_dist=True)
         return loss
 
