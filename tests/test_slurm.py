@@ -23,12 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = SyntheticSpec(train_per_class=6, val_per_class=1, test_per_class=1, min_seconds=1.0, max_seconds=1.5)
 STEPS_PER_EPOCH = 6  # 48 training videos / global batch 8
 COMMON = [
-    "trainer=cpu", "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "data.num_workers=0", "data.crop_size=32",
-    "data.synthetic.train_per_class=6", "data.synthetic.val_per_class=1", "data.synthetic.test_per_class=1",
-    "+data.synthetic.min_seconds=1.0", "+data.synthetic.max_seconds=1.5", "callbacks.progress_bar=null",
-    "time_shuffle_control=false", "test=false",
-    # No dropout / drop path: their masks are drawn per process, so 2 x 4 clips cannot draw the masks 8 clips do.
-    "model.drop_path_rate=0.0", "model.head_dropout=0.0",
+    "experiment=demo", "debug=tiny", "trainer.max_epochs=3", "trainer.limit_train_batches=1.0",
+    "trainer.limit_val_batches=1.0", "data.synthetic.train_per_class=6", "test=false",
+    # debug=tiny's model has no dropout / drop path: their masks are drawn per process, so 2 x 4 clips could not
+    # draw the masks 8 clips do.
 ]  # fmt: skip
 TWO_NODES = [
     "hydra/launcher=slurm", "trainer.num_nodes=2", "trainer.devices=1", "trainer.strategy=ddp", "data.batch_size=4",
