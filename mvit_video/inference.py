@@ -4,8 +4,10 @@
     model.predict("video.mp4", topk=5)      # [("moving_left", 0.93), ...], softmax averaged over the test views
     model.preprocessing.crop_size           # frames, sampling rate, crop, mean/std, class names, test views
 
-Any video PyAV reads works (any frame rate, resolution or length, with or without audio). Bad inputs raise one
-clear error each: ``CheckpointMetadataError``, ``VideoReadError``, ``DatasetFormatError`` (class names).
+Any video FFmpeg reads works (any frame rate, constant or variable, resolution, rotation or length, with or without
+audio), decoded by the decoder training uses by default (``auto``: torchcodec, else PyAV; all give the same
+frames). Bad inputs raise one clear error each: ``CheckpointMetadataError``, ``VideoReadError``,
+``DatasetFormatError`` (class names).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.decoding import decode_clip
+from .data.decoding import VideoReadError, decode_clip  # noqa: F401  VideoReadError: raised by predict, caught by users
 from .data.kinetics import DatasetFormatError, read_classnames
 from .data.transforms import ClipTransform
 from .models import build_model
@@ -26,10 +28,6 @@ from .models.convert import convert_state_dict, load_file
 
 class CheckpointMetadataError(ValueError):
     """A checkpoint without the ``mvit_video`` metadata (model preset and preprocessing)."""
-
-
-class VideoReadError(RuntimeError):
-    """A file that cannot be decoded as a video."""
 
 
 @dataclass(frozen=True)
@@ -77,20 +75,18 @@ class VideoClassifier(nn.Module):
         names = read_classnames(path, self.model.num_classes)
         self.preprocessing = replace(self.preprocessing, class_names=tuple(names))
 
-    def views(self, path: str | Path, num_clips: int | None = None, num_crops: int | None = None) -> torch.Tensor:
-        """The test views of a video as a batch ``(clips x crops, C, T, H, W)``."""
+    def views(
+        self, path: str | Path, num_clips: int | None = None, num_crops: int | None = None, decoder: str = "auto"
+    ) -> torch.Tensor:
+        """The test views of a video as a batch ``(clips x crops, C, T, H, W)``. ``decoder``: the datamodules'
+        default, so inference sees the frames training saw (every decoder gives the same ones)."""
         p = self.preprocessing
         clips, crops = num_clips or p.test_num_clips, num_crops or p.test_num_crops
         tf = ClipTransform("test", p.crop_size, test_short_side=p.test_short_side, mean=p.mean, std=p.std)
         span = p.num_frames * p.sampling_rate / p.target_fps
         out = []
         for clip in range(clips):
-            try:
-                frames = decode_clip(str(path), p.num_frames, span, clip, clips)  # (T, C, H, W) uint8
-            except Exception as e:  # noqa: BLE001  any decoder error: one message naming the file
-                if not Path(path).is_file():
-                    raise VideoReadError(f"no such video file: {path}") from e
-                raise VideoReadError(f"cannot decode {path} as a video ({type(e).__name__}: {e})") from e
+            frames = decode_clip(path, p.num_frames, span, clip, clips, decoder=decoder)  # (T, C, H, W) uint8
             out += [tf(frames, crop, crops) for crop in range(crops)]
         return torch.stack(out)  # (V, C, T, H, W)
 

@@ -43,18 +43,18 @@ def _path(video_zoo: dict[str, Path], name: str) -> str:
     return str(video_zoo[name])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference(path: str) -> torch.Tensor:
     return ffmpeg_frames(Path(path))  # (N, C, H, W)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _all_frames(path: str, decoder: str) -> torch.Tensor:
     """Every frame of ``path`` once, in order, by ``decoder`` (a window longer than any video)."""
     return decode_clip(path, len(_reference(path)), 1e4, decoder=decoder)  # (N, C, H, W)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _clip(path: str, decoder: str, mode: str, k: int) -> torch.Tensor:
     if mode == "train":
         return decode_clip(path, NUM_FRAMES, SPAN, rng=torch.Generator().manual_seed(k), decoder=decoder)

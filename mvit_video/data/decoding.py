@@ -1,8 +1,11 @@
 """Video decoding: torchcodec where installed, else our selective PyAV decoder (``auto``, the datamodules' default);
-decord or pytorchvideo's PyAV decoder on request.
+decord or pytorchvideo's PyAV decoder on request. Every decoder gives the same frames (``tests/test_video_zoo.py``
+checks it on files written by the ffmpeg CLI).
 
-``decode_clip`` returns exactly ``num_frames`` frames ``(T, C, H, W)`` uint8 sampled uniformly over a time
-window, so the clip covers the same seconds whatever the file's frame rate (Kinetics protocol, spec §6.1).
+``decode_clip`` returns exactly ``num_frames`` frames ``(T, C, H, W)`` uint8, upright (the display rotation of phone
+videos applied), sampled uniformly over the frames shown in a time window, so the clip covers the same seconds
+whatever the file's frame rate, constant or variable (Kinetics protocol, spec §6.1). Time is measured from the
+first frame, so a trimmed download whose first frame is at 5 s starts at 0.
 
 Why our own PyAV path: pytorchvideo's ``EncodedVideoPyAV.get_clip`` converts every frame of the window to an RGB
 tensor before a clip samples 8-16 of them; we keep the decoded frames in YUV and convert only the sampled ones,
@@ -10,19 +13,34 @@ about 3x faster on the synthetic set (measured: 58 ms vs 19 ms per clip). pytorc
 as ``decoder=pytorchvideo`` and gives the same frames.
 
 ``torchcodec`` (FFmpeg's libraries from the system) and ``decord`` (its own FFmpeg) seek to and decode only the
-frames sampled, by index: frame ``i`` is taken to show at ``i / fps``, as constant-frame-rate files do (Kinetics,
-SSv2 and AVA are). Both are optional: ``pip install 'mvit_video[decoders]'``, and for torchcodec FFmpeg 4-7
-(Debian: ``apt install libavcodec59 libavformat59 libavdevice59 libavfilter8 libswscale6``).
+frames sampled: they are picked on the frames' timestamps (torchcodec: read by demuxing with PyAV, no decoding;
+decord: from its own index), not by index over the average frame rate, which is wrong for variable-rate files. Both
+are optional: ``pip install 'mvit_video[decoders]'``, and for torchcodec FFmpeg 4-7 (Debian: ``apt install
+libavcodec59 libavformat59 libavdevice59 libavfilter8 libswscale6``).
+
+Any failure to read a file raises ``VideoReadError`` naming it (``DecordMisreadError`` for decord 0.6's 4-channel
+misreads of some frame widths).
 """
 
 from __future__ import annotations
 
-import math
+import bisect
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 DECODERS = ("pyav", "torchcodec", "decord", "pytorchvideo")
+EPS = 1e-3  # seconds: frame times this close are equal (decord's are float32; frames are >= 4 ms apart)
+
+
+class VideoReadError(RuntimeError):
+    """A file that cannot be decoded as a video; the message names the file."""
+
+
+class DecordMisreadError(VideoReadError):
+    """decord 0.6 decodes some frame widths (e.g. 48, 72) as 4 channels and then fails to batch them."""
 
 
 def check_decoder(decoder: str) -> str:
@@ -61,7 +79,7 @@ def clip_start(duration: float, span: float, clip_idx: int, num_clips: int, rng:
 
 
 def decode_clip(
-    path: str,
+    path: str | Path,
     num_frames: int,
     span: float,
     clip_idx: int = 0,
@@ -69,29 +87,84 @@ def decode_clip(
     rng: torch.Generator | None = None,
     decoder: str = "pyav",
 ) -> torch.Tensor:
-    """Decode ``num_frames`` frames ``(T, C, H, W)`` uint8 over a ``span``-second window of ``path``."""
-    if decoder == "pyav":
-        return _decode_pyav(path, num_frames, span, clip_idx, num_clips, rng)
-    if decoder in ("torchcodec", "decord"):
-        return _decode_by_index(path, num_frames, span, clip_idx, num_clips, rng, decoder)
-    from pytorchvideo.data.encoded_video import EncodedVideo
-
-    video = EncodedVideo.from_path(path, decode_audio=False, decoder="pyav")
+    """Decode ``num_frames`` frames ``(T, C, H, W)`` uint8 over a ``span``-second window of ``path``; any failure is a
+    ``VideoReadError`` naming the file."""
+    path, decoder = str(path), check_decoder(decoder)
+    if not Path(path).is_file():
+        raise VideoReadError(f"no such video file: {path}")
+    window = (span, clip_idx, num_clips, rng)
     try:
-        duration = float(video.duration)
-        if not math.isfinite(duration) or duration <= 0:
-            raise RuntimeError(f"video has no duration: {path}")
-        start = clip_start(duration, span, clip_idx, num_clips, rng)
-        frames = video.get_clip(start, min(start + span, duration + 1e-6))["video"]  # (C, N, H, W) float
-        if frames is None or frames.shape[1] == 0:
-            # The window may miss the last frames of a short or odd file: fall back to the whole video.
-            frames = video.get_clip(0, duration + 1e-6)["video"]
-        if frames is None or frames.shape[1] == 0:
-            raise RuntimeError(f"no frames decoded from {path}")
-    finally:
-        video.close()
-    idx = torch.linspace(0, frames.shape[1] - 1, num_frames).long()  # uniform, repeats frames if short
-    return frames[:, idx].permute(1, 0, 2, 3).to(torch.uint8)  # (T, C, H, W)
+        if decoder == "pyav":
+            return _decode_pyav(path, num_frames, *window)
+        if decoder == "torchcodec":
+            return _decode_torchcodec(path, num_frames, *window)
+        if decoder == "decord":
+            return _decode_decord(path, num_frames, *window)
+        return _decode_pytorchvideo(path, num_frames, *window)
+    except VideoReadError:
+        raise
+    except Exception as e:  # noqa: BLE001  each backend has its own errors (and decord's name no file)
+        raise VideoReadError(f"cannot decode {path} with {decoder} ({type(e).__name__}: {e})") from e
+
+
+def select_frames(times: list[float], start: float, span: float, num_frames: int) -> list[int]:
+    """``num_frames`` indices, uniform over the frames shown from ``start`` to ``start + span`` (``times``: each
+    frame's time in seconds from the first, ascending; repeats frames if few). A window in which no frame starts
+    gets the frame on screen at its start."""
+    first = bisect.bisect_left(times, start - EPS)
+    stop = bisect.bisect_left(times, start + span - EPS)  # frames in [start, start + span), to within EPS
+    if stop <= first:
+        return [max(first - 1, 0)] * num_frames
+    return torch.linspace(first, stop - 1, num_frames).long().tolist()
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """When each frame of a file is shown, read by demuxing with PyAV (no decoding)."""
+
+    times: list[float]  # seconds from the first frame, ascending
+    duration: float  # seconds from the first frame to the end of the last
+    origin: float  # the first frame's time in the file, seconds (5.0 for a file trimmed at 5 s)
+    stream_start: float  # the stream's declared start time, seconds (pytorchvideo's origin)
+
+
+def frame_timeline(path: str) -> Timeline:
+    """The timeline of the first video stream of ``path``: packet timestamps in presentation order."""
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise VideoReadError(f"no video stream in {path}")
+        stream = container.streams.video[0]
+        tb = stream.time_base
+        stamps: list[tuple[int, int]] = []  # (pts, duration) in time-base units
+        for packet in container.demux(stream):
+            pts = packet.pts if packet.pts is not None else packet.dts  # AVI: dts only
+            if pts is not None and not getattr(packet, "is_discard", False):
+                stamps.append((pts, packet.duration or 0))
+        stream_start = float((stream.start_time or 0) * tb)
+    if not stamps:
+        raise VideoReadError(f"no video frames in {path}")
+    stamps.sort()
+    first = stamps[0][0]
+    times = [float((pts - first) * tb) for pts, _ in stamps]
+    last_length = float(stamps[-1][1] * tb) or (times[-1] / (len(times) - 1) if len(times) > 1 else 0.0)
+    return Timeline(times, times[-1] + last_length, float(first * tb), stream_start)
+
+
+def rotate(frames: torch.Tensor, degrees: float) -> torch.Tensor:
+    """``(..., H, W)`` turned by the display rotation ``degrees`` (counter-clockwise, as FFmpeg's display matrix and
+    PyAV's ``frame.rotation`` give it) to how players show the video."""
+    k = round(degrees / 90) % 4
+    return frames.rot90(k, dims=(-2, -1)) if k else frames
+
+
+def frame_rotation(frame, stream) -> float:
+    """The display rotation of a PyAV frame in degrees counter-clockwise: ``frame.rotation`` (PyAV >= 14), else
+    the legacy ``rotate`` tag of older FFmpeg's demuxers (clockwise degrees)."""
+    if hasattr(frame, "rotation"):
+        return float(frame.rotation or 0)
+    return -float(stream.metadata.get("rotate", 0) or 0)
 
 
 def _decode_pyav(
@@ -99,79 +172,99 @@ def _decode_pyav(
 ) -> torch.Tensor:
     import av
 
+    timeline = frame_timeline(path)
+    start = clip_start(timeline.duration, span, clip_idx, num_clips, rng)
     with av.open(path) as container:
-        if not container.streams.video:
-            raise RuntimeError(f"no video stream in {path}")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         tb = float(stream.time_base)
-        start_pts = stream.start_time or 0
-        if stream.duration:
-            duration = stream.duration * tb
-        elif container.duration:
-            duration = container.duration / 1e6
-        else:
-            raise RuntimeError(f"video has no duration: {path}")
-        start = clip_start(duration, span, clip_idx, num_clips, rng)
+        origin = round(timeline.origin / tb)  # the first frame's pts
         if start > 0:
-            container.seek(int(start / tb) + start_pts, stream=stream, backward=True, any_frame=False)
-        frames = []  # decoded frames stay in their native format until sampled
+            container.seek(int(start / tb) + origin, stream=stream, backward=True, any_frame=False)
+        frames, before = [], None  # decoded frames stay in their native format until sampled
         for frame in container.decode(stream):
-            t = (frame.pts - start_pts) * tb if frame.pts is not None else None
-            if t is not None and t < start - 1e-6:
+            t = (frame.pts - origin) * tb if frame.pts is not None else None
+            if t is not None and t < start - EPS:
+                before = frame  # on screen at the window's start if no frame starts inside it
                 continue
-            if t is not None and t >= start + span:
+            if t is not None and t >= start + span - EPS:
                 break
             frames.append(frame)
+        frames = frames or [before] * (before is not None)
         if not frames:
-            raise RuntimeError(f"no frames decoded in [{start:.2f}, {start + span:.2f}) s of {path}")
+            raise VideoReadError(f"no frames decoded in [{start:.2f}, {start + span:.2f}) s of {path}")
         idx = torch.linspace(0, len(frames) - 1, num_frames).long().tolist()  # uniform, repeats if short
         arrays = {i: frames[i].to_ndarray(format="rgb24") for i in set(idx)}
-    return torch.from_numpy(np.stack([arrays[i] for i in idx])).permute(0, 3, 1, 2)  # (T, C, H, W)
+        degrees = frame_rotation(frames[0], stream)
+    clip = torch.from_numpy(np.stack([arrays[i] for i in idx])).permute(0, 3, 1, 2)  # (T, C, H, W)
+    return rotate(clip, degrees)
 
 
-def window_indices(total: int, fps: float, start: float, span: float, num_frames: int) -> list[int]:
-    """``num_frames`` indices, uniform over the frames shown in ``[start, start + span)`` (frame i at i / fps)."""
-    first = min(math.ceil(start * fps - 1e-6), total - 1)
-    last = max(min(math.ceil((start + span) * fps - 1e-6) - 1, total - 1), first)
-    return torch.linspace(first, last, num_frames).long().tolist()  # uniform, repeats frames if short
-
-
-def _decode_by_index(
-    path: str, num_frames: int, span: float, clip_idx: int, num_clips: int, rng: torch.Generator | None, decoder: str
+def _decode_torchcodec(
+    path: str, num_frames: int, span: float, clip_idx: int, num_clips: int, rng: torch.Generator | None
 ) -> torch.Tensor:
-    """torchcodec or decord: seek to and decode only the sampled frames."""
-    if decoder == "torchcodec":
-        from torchcodec.decoders import VideoDecoder
+    """Pick frames on the timeline, then ask torchcodec for the frame played at the middle of each one's showing
+    (robust to rounding); it seeks and decodes only those, and applies the display rotation itself."""
+    from torchcodec.decoders import VideoDecoder
 
-        video = VideoDecoder(path, dimension_order="NCHW")
-        total, fps = len(video), video.metadata.average_fps
-    else:
-        import decord
-
-        video = decord.VideoReader(path, num_threads=1)
-        total, fps = len(video), video.get_avg_fps()
-    if not total or not fps:
-        raise RuntimeError(f"no frames or no frame rate in {path}")
-    start = clip_start(total / fps, span, clip_idx, num_clips, rng)
-    idx = window_indices(total, fps, start, span, num_frames)
+    timeline = frame_timeline(path)
+    times = timeline.times
+    start = clip_start(timeline.duration, span, clip_idx, num_clips, rng)
+    idx = select_frames(times, start, span, num_frames)
     unique = sorted(set(idx))
-    if decoder == "torchcodec":
-        frames = video.get_frames_at(unique).data  # (N, C, H, W) uint8
-    else:
-        first = video[unique[0]].shape  # decord 0.6 returns 4-channel frames for some sizes, then fails to batch
-        if first[-1] != 3:
-            raise RuntimeError(f"decord decoded {tuple(first)} frames (not RGB) from {path}: use decoder='torchcodec'")
-        frames = torch.from_numpy(video.get_batch(unique).asnumpy()).permute(0, 3, 1, 2)  # (N, C, H, W)
+    ends = [*times[1:], timeline.duration]
+    played_at = [timeline.origin + (times[i] + ends[i]) / 2 for i in unique]
+    video = VideoDecoder(path, dimension_order="NCHW", num_ffmpeg_threads=1)
+    frames = video.get_frames_played_at(played_at).data  # (N, C, H, W) uint8
     return frames[[unique.index(i) for i in idx]]  # (T, C, H, W)
 
 
-def read_frames(paths: list) -> torch.Tensor:
-    """Image files (JPEG frame folders of AVA and SSv2) as ``(T, C, H, W)`` uint8 RGB."""
-    from PIL import Image
+def _decode_decord(
+    path: str, num_frames: int, span: float, clip_idx: int, num_clips: int, rng: torch.Generator | None
+) -> torch.Tensor:
+    """Pick frames on decord's own timestamps (its index, no decoding); decord applies the display rotation."""
+    import decord
 
-    def read(path) -> np.ndarray:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))  # (H, W, 3)
+    video = decord.VideoReader(path, num_threads=1)
+    if not len(video):
+        raise VideoReadError(f"no video frames in {path}")
+    stamps = video.get_frame_timestamp(list(range(len(video))))  # (N, 2) start, end seconds
+    times = (stamps[:, 0] - stamps[0, 0]).tolist()
+    start = clip_start(float(stamps[-1, 1] - stamps[0, 0]), span, clip_idx, num_clips, rng)
+    idx = select_frames(times, start, span, num_frames)
+    unique = sorted(set(idx))
+    first = video[unique[0]].shape  # decord 0.6 returns 4-channel frames for some sizes, then fails to batch
+    if first[-1] != 3:
+        raise DecordMisreadError(f"decord decoded {tuple(first)} frames (not RGB) from {path}: use decoder='torchcodec'")
+    frames = torch.from_numpy(video.get_batch(unique).asnumpy()).permute(0, 3, 1, 2)  # (N, C, H, W)
+    return frames[[unique.index(i) for i in idx]]  # (T, C, H, W)
 
-    return torch.from_numpy(np.stack([read(p) for p in paths])).permute(0, 3, 1, 2)
+
+def _decode_pytorchvideo(
+    path: str, num_frames: int, span: float, clip_idx: int, num_clips: int, rng: torch.Generator | None
+) -> torch.Tensor:
+    """pytorchvideo's PyAV decoder on our timeline: its own ``duration`` is wrong for files that do not start at 0
+    (it subtracts the start time from the length), and it ignores the display rotation."""
+    import av
+    from pytorchvideo.data.encoded_video import EncodedVideo
+
+    timeline = frame_timeline(path)
+    start = clip_start(timeline.duration, span, clip_idx, num_clips, rng)
+    shift = timeline.origin - timeline.stream_start  # pytorchvideo's times start at the stream's start time
+    video = EncodedVideo.from_path(path, decode_audio=False, decoder="pyav")
+    try:
+        frames = video.get_clip(shift + start - EPS, shift + start + span - EPS)["video"]  # (C, N, H, W) float
+        if frames is None:  # no frame starts in the window: the one on screen at its start
+            t = shift + timeline.times[select_frames(timeline.times, start, span, 1)[0]]
+            frames = video.get_clip(t - EPS, t + EPS)["video"]
+        if frames is None or frames.shape[1] == 0:
+            raise VideoReadError(f"no frames decoded in [{start:.2f}, {start + span:.2f}) s of {path}")
+    finally:
+        video.close()
+    with av.open(path) as container:  # the rotation is a property of the frames (PyAV >= 14)
+        stream = container.streams.video[0]
+        degrees = frame_rotation(next(container.decode(stream)), stream)
+    idx = torch.linspace(0, frames.shape[1] - 1, num_frames).long()  # uniform, repeats frames if short
+    return rotate(frames[:, idx].permute(1, 0, 2, 3).to(torch.uint8), degrees)  # (T, C, H, W)
+
+
