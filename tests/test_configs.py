@@ -142,3 +142,38 @@ def test_own_dataset_command_gets_the_official_mvitv2_s_recipe(tmp_path):
     assert cfg.task.mixup.mixup_alpha == 0.8 and cfg.task.label_smoothing == 0.1
     assert (cfg.trainer.max_epochs, cfg.trainer.accelerator, cfg.hydra.runtime.choices.trainer) == (200, "auto", "default")
     assert cfg.task_name == "train" and "/logs/train/runs/" in cfg.hydra.run.dir and not cfg.time_shuffle_control
+
+
+def test_layer_decay_scales_the_whole_schedule_of_every_group(tmp_path):
+    """``task.layer_decay`` < 1: each group's LR is the base schedule times the group's scale, warmup start and end
+    LR included. Before, warmup_start_lr and end_lr were absolute, so a low layer (base LR below warmup_start_lr)
+    fell during the warmup and rose during the decay."""
+    from mvit_video.tasks.optim import configure_optimizers
+
+    register_resolvers()
+    cfg = compose_cfg(["experiment=demo", "task.layer_decay=0.5"], tmp_path / "out", tmp_path / "data")
+    net = instantiate(cfg.model)
+    task = instantiate(cfg.task, net=net)
+    steps_per_epoch, epochs = 4, 6
+    sched_cfg = cfg.task.scheduler
+    assert sched_cfg.warmup_epochs >= 1 and sched_cfg.warmup_start_lr > 0 and sched_cfg.end_lr > 0
+    out = configure_optimizers(
+        net, task.optimizer_factory, task.scheduler_factory, epochs, steps_per_epoch * epochs, task.layer_decay
+    )  # fmt: skip
+    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    scales = torch.tensor([g["lr_scale"] for g in opt.param_groups])  # (G,)
+    assert scales.min() < 0.5 ** 4  # a low layer's base LR is far below warmup_start_lr * 1
+    lrs = []
+    for _ in range(steps_per_epoch * epochs + 1):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    lrs = torch.tensor(lrs, dtype=torch.float64)  # (steps, G)
+    warm = int(sched_cfg.warmup_epochs * steps_per_epoch)
+    assert (lrs[1 : warm + 1] >= lrs[:warm]).all(), "an LR fell during the warmup"
+    assert (lrs[warm + 1 :] <= lrs[warm:-1]).all(), "an LR rose during the cosine decay"
+    top = lrs[:, scales.argmax()]  # (steps,)
+    ratio = lrs / top[:, None]  # (steps, G): constant in time for every group
+    torch.testing.assert_close(ratio, (scales / scales.max()).to(ratio).expand_as(ratio), rtol=1e-9, atol=0)
+    assert lrs[0, scales.argmax()] == pytest.approx(sched_cfg.warmup_start_lr)  # the top group's schedule is the base
+    assert lrs[-1, scales.argmax()] == pytest.approx(sched_cfg.end_lr)

@@ -43,19 +43,22 @@ def warmup_cosine(
     end_lr: float = 1e-6,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup from ``warmup_start_lr`` to each group's base LR, then cosine to ``end_lr``, updated every
-    step (fractional epoch), as the official LR policy does. LRs are absolute, scaled by the group's lr_scale."""
+    step (fractional epoch), as the official LR policy does. Every LR of a group (start, base, end) is scaled by its
+    ``lr_scale`` (layer decay), so each group runs the same schedule times its scale: a low layer's LR rises in the
+    warmup and falls after it, like the top one's."""
     base = [g["lr"] for g in optimizer.param_groups]
+    scales = [g.get("lr_scale", 1.0) for g in optimizer.param_groups]
     total, warm = max_epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
 
     def factor(i: int) -> Callable[[int], float]:
-        b = base[i]
+        b, start, end = base[i], warmup_start_lr * scales[i], end_lr * scales[i]
 
         def f(step: int) -> float:
             if step < warm:
-                lr = warmup_start_lr + (b - warmup_start_lr) * step / warm
+                lr = start + (b - start) * step / warm
             else:
                 progress = min((step - warm) / max(total - warm, 1), 1.0)
-                lr = end_lr + (b - end_lr) * (1 + math.cos(math.pi * progress)) / 2
+                lr = end + (b - end) * (1 + math.cos(math.pi * progress)) / 2
             return lr / b if b > 0 else 0.0
 
         return f
