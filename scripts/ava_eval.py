@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """AVA frame-mAP@0.5IoU with the official evaluator's flags; prints one JSON line: mAP and per-class AP.
 
+Classes of the label map without ground truth get AP null and are listed in "classes_without_groundtruth"; as in
+the official evaluator, they are left out of the mean. A malformed file is named with its line; exit status 2.
+
     python scripts/ava_eval.py -l ava_action_list_v2.2_for_activitynet_2019.pbtxt \
         -g ava_val_v2.2.csv -d detections.csv -e ava_val_excluded_timestamps_v2.2.csv
 """
@@ -9,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
-from mvit_video.metrics.ava import evaluate_files
+from mvit_video.metrics.ava import AVAFormatError, evaluate_files
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-l", "--labelmap", required=True, help="label-map pbtxt (the evaluated classes)")
     parser.add_argument("-g", "--groundtruth", required=True, help="ground-truth CSV")
@@ -26,10 +30,15 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     start = time.time()
-    result = evaluate_files(args.labelmap, args.groundtruth, args.detections, args.exclusions, chance=args.chance)
+    try:
+        result = evaluate_files(args.labelmap, args.groundtruth, args.detections, args.exclusions, chance=args.chance)
+    except (AVAFormatError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     result["seconds"] = round(time.time() - start, 3)
-    print(json.dumps(result))
+    print(json.dumps(result, allow_nan=False))  # strict JSON: no NaN (classes without ground truth are null)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -28,6 +28,14 @@ IOU_THRESHOLD = 0.5
 TOP_K_PER_KEYFRAME = 50
 
 
+ROW_FORMAT = "video_id,second,x1,y1,x2,y2,action_id[,score or person id]"
+_FIELDS = ("video_id", "second", "x1", "y1", "x2", "y2", "action_id", "score or person id")
+
+
+class AVAFormatError(ValueError):
+    """An AVA file that does not follow the official format; the message names the file and the line."""
+
+
 def read_labelmap(path: str | Path) -> dict[int, str]:
     """``{class id: name}`` from an AVA label-map pbtxt (``name:`` then ``id:`` or ``label_id:`` lines)."""
     names: dict[int, str] = {}
@@ -39,31 +47,106 @@ def read_labelmap(path: str | Path) -> dict[int, str]:
             names[int(m.group(1))] = name
             name = None
     if not names:
-        raise ValueError(f"{path}: no 'name:' / 'id:' entries found; expected an AVA label-map pbtxt")
+        raise AVAFormatError(f"{path}: no 'name:' / 'id:' entries found; expected an AVA label-map pbtxt")
     return names
 
 
+def _row_problem(fields: list[str]) -> str | None:
+    """What is wrong with one CSV row (None: nothing), by the official reader's rules: 7 or 8 fields (and our
+    2-field keyframe rows), numbers where numbers belong, an integer action id."""
+    fields = [f.strip() for f in fields]
+    while fields and not fields[-1]:
+        fields.pop()
+    n = len(fields)
+    if n not in (0, 2, 7, 8):
+        return f"{n} fields; expected 7 or 8 ('{ROW_FORMAT}'), or 2 for a keyframe without action"
+    for i, value in enumerate(fields):
+        if not value:
+            return f"field {i + 1} ({_FIELDS[i]}) is empty; expected '{ROW_FORMAT}'"
+        if i == 0:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            hint = " (a header line? AVA CSVs have none)" if i == 1 else ""
+            return f"field {i + 1} ({_FIELDS[i]}) is {value!r}, not a number{hint}; expected '{ROW_FORMAT}'"
+        if i == 6 and number != int(number):
+            return f"field 7 (action_id) is {value!r}, not an integer"
+    return None
+
+
+def _raise_row_error(path: Path, line: int | None = None) -> None:
+    """Raise the error of row ``line`` (None: of the first bad row), explained by :func:`_row_problem`."""
+    import csv
+
+    with path.open(newline="") as f:
+        for lineno, fields in enumerate(csv.reader(f), start=1):
+            problem = _row_problem(fields)
+            if lineno == line or (line is None and problem):
+                raise AVAFormatError(f"{path}:{lineno}: {problem or 'cannot be read'}")
+    raise AVAFormatError(f"{path}:{line or '?'}: cannot be read; expected '{ROW_FORMAT}'")
+
+
 def read_csv_rows(path: str | Path, with_scores: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(video ids, seconds, boxes, action ids, scores) of an AVA CSV; rows without an action (the 2-column
-    keyframe markers, or empty action fields) are returned with action id -1. Column 8 is a score only for
-    detections: in ground truth it is a person id and is ignored."""
+    """(video ids, seconds, boxes, action ids, scores) of an AVA CSV. Rows have 7 or 8 fields, as the official
+    reader requires; 2-field rows (a keyframe without action) and blank lines are accepted and returned with
+    action id -1. Anything else raises :class:`AVAFormatError` naming the file and line. Column 8 is a score only
+    for detections: in ground truth it is a person id and is ignored."""
     import pandas as pd
 
-    df = pd.read_csv(path, header=None, dtype={0: str}, names=range(8), skipinitialspace=True)
-    if df.shape[0] and df[1].isna().any():
-        bad = int(np.flatnonzero(df[1].isna().to_numpy())[0]) + 1
-        raise ValueError(f"{path}:{bad}: expected 'video_id,second[,x1,y1,x2,y2,action_id[,score]]'")
-    videos = df[0].to_numpy(dtype=str)
-    secs = df[1].to_numpy(dtype=np.float64).astype(np.int64)
-    boxes = df[[2, 3, 4, 5]].to_numpy(dtype=np.float64)
-    actions = df[6].to_numpy(dtype=np.float64)
-    actions = np.where(np.isnan(actions), -1, actions).astype(np.int64)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"AVA CSV not found: {path}")
+    try:  # the fast path: pandas' C reader; a bad row is then explained by _row_problem
+        df = pd.read_csv(path, header=None, dtype={0: str}, names=range(9), skipinitialspace=True, skip_blank_lines=False)
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame(columns=range(9))
+    except pd.errors.ParserError:  # more than 9 fields
+        _raise_row_error(path)
+    except UnicodeDecodeError as e:
+        raise AVAFormatError(f"{path}: not UTF-8 text ({e}); expected '{ROW_FORMAT}' per line") from e
+    present = df.notna().to_numpy()  # (N, 9)
+    n = np.where(present.any(1), 9 - np.argmax(present[:, ::-1], axis=1), 0)  # fields up to the last non-empty one
+    bad = ~np.isin(n, (0, 2, 7, 8)) | (present[:, :2].sum(1) < np.minimum(n, 2)) | ((n >= 7) & ~present[:, :7].all(1))
+    numbers = {}
+    for col in range(1, 8):
+        values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
+        bad |= np.isnan(values) & present[:, col]  # text where a number belongs (e.g. a header line)
+        numbers[col] = values
+    bad |= (n >= 7) & (numbers[6] != np.floor(numbers[6]))
+    if bad.any():
+        _raise_row_error(path, int(np.flatnonzero(bad)[0]) + 1)
+    keep = n > 0  # blank lines
+    videos = df[0].to_numpy(dtype=str)[keep]
+    secs = numbers[1][keep].astype(np.int64)
+    boxes = np.stack([numbers[c][keep] for c in (2, 3, 4, 5)], 1).reshape(-1, 4)  # (N, 4)
+    actions = np.where(n[keep] >= 7, numbers[6][keep], -1).astype(np.int64)
     if with_scores:
-        scores = df[7].to_numpy(dtype=np.float64)
-        scores = np.where(np.isnan(scores), 1.0, scores)  # the official reader gives 7-column rows score 1.0
+        scores = np.where(n[keep] == 8, numbers[7][keep], 1.0)  # the official reader gives 7-column rows score 1.0
     else:
-        scores = np.ones(len(df))
+        scores = np.ones(int(keep.sum()))
     return videos, secs, boxes, actions, scores
+
+
+def read_exclusions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(video ids, seconds) of an excluded-timestamps CSV: ``video_id,second`` rows, as the official reader."""
+    import csv
+
+    path = Path(path)
+    videos, secs = [], []
+    with path.open(newline="") as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            if not any(field.strip() for field in row):
+                continue
+            try:
+                if len(row) != 2 or not row[0].strip():
+                    raise ValueError
+                sec = int(float(row[1]))
+            except ValueError:
+                raise AVAFormatError(f"{path}:{lineno}: {row!r}; expected 'video_id,second'") from None
+            videos.append(row[0].strip())
+            secs.append(sec)
+    return np.array(videos, dtype=str), np.array(secs, dtype=np.int64)
 
 
 def _iou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -214,18 +297,20 @@ def evaluate_files(
     exclusions: str | Path | None = None,
     chance: int = 0,
 ) -> dict:
-    """The official CLI's computation on files: ``{"mAP": ..., "per_class": {name: AP}}``. ``chance``: also
+    """The official CLI's computation on files: ``{"mAP": ..., "per_class": {name: AP or None},
+    "classes_without_groundtruth": [names]}``.
+
+    A label-map class without ground truth has no AP: the official evaluator logs it, reports NaN for it and
+    leaves it out of the mean (``np.nanmean``); here its AP is ``None`` (JSON ``null``) and it is listed. Ground
+    truth with no box of any label-map class leaves nothing to average: :class:`AVAFormatError`. ``chance``: also
     ``chance_mAP``, the mean mAP of that many runs with the detection scores shuffled (the chance level of the
     same boxes and labels); the files are read once."""
     names = read_labelmap(labelmap)
     gv, gs, gb, ga, _ = read_csv_rows(groundtruth, with_scores=False)
     dv, ds, db, da, dsc = read_csv_rows(detections, with_scores=True)
-    ev = es = np.array([], dtype=np.int64)
-    if exclusions:
-        ex = np.loadtxt(exclusions, delimiter=",", dtype=str, ndmin=2)
-        ev, es = (ex[:, 0], ex[:, 1].astype(np.float64).astype(np.int64)) if ex.size else (ev, es)
+    ev, es = read_exclusions(exclusions) if exclusions else (np.array([], dtype=str), np.array([], dtype=np.int64))
     # One code per (video, second) across the three files.
-    videos = np.concatenate([gv, dv, ev.astype(str)])
+    videos = np.concatenate([gv, dv, ev])
     secs = np.concatenate([gs, ds, es])
     _, vid_codes = np.unique(videos, return_inverse=True)
     codes = vid_codes.astype(np.int64) * 1_000_000 + secs
@@ -233,7 +318,17 @@ def evaluate_files(
     gt = (codes[:ng], gb, ga, np.ones(ng))
     det = (codes[ng : ng + nd], db, da, dsc)
     mean_ap, per_class = frame_map(gt, det, list(names), excluded=codes[ng + nd :])
-    result = {"mAP": mean_ap, "per_class": {names[c]: ap for c, ap in per_class.items()}}
+    missing = [names[c] for c, ap in per_class.items() if np.isnan(ap)]
+    if len(missing) == len(names):
+        raise AVAFormatError(
+            f"{groundtruth}: no ground-truth box of any of the {len(names)} classes of {labelmap} (outside the "
+            f"excluded keyframes), so there is no mAP to compute; expected rows '{ROW_FORMAT}' with those action ids"
+        )
+    result = {
+        "mAP": mean_ap,
+        "per_class": {names[c]: None if np.isnan(ap) else ap for c, ap in per_class.items()},
+        "classes_without_groundtruth": missing,
+    }
     if chance:
         shuffled = [
             frame_map(gt, (*det[:3], np.random.default_rng(seed).permutation(dsc)), list(names), excluded=codes[ng + nd :])[0]
