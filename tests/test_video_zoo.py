@@ -17,8 +17,6 @@ How frames are compared:
 from __future__ import annotations
 
 import functools
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,11 +27,10 @@ from mvit_video.data.decoding import DECODERS, decode_clip
 
 from .video_zoo import BAD, VALID, ffmpeg_frames, require_decoder
 
-ROOT = Path(__file__).resolve().parents[1]
 BY_NAME = {f.name: f for f in VALID}
 # A decoder that cannot read a kind of file at all: it must say so with VideoReadError naming the file.
 CANNOT = {("decord", "av1.mkv"): "decord 0.6 bundles an FFmpeg without an AV1 decoder"}
-WINDOWS = [("test", k) for k in range(3)] + [("train", seed) for seed in range(3)]  # clip k of 3; random windows
+WINDOWS = [("test", k) for k in range(3)] + [("train", seed) for seed in range(2)]  # clip k of 3; random windows
 NUM_FRAMES, SPAN = 8, 1.0
 
 
@@ -134,37 +131,24 @@ def test_variable_frame_rate_clip_covers_its_seconds(video_zoo):
         assert positions == [0, 1, 2, 3, 5, 6, 7, 9], f"{decoder}: {positions}"
 
 
-_BAD_FILES_SCRIPT = """
-import json, sys
-from mvit_video.data.decoding import decode_clip, check_decoder
-from mvit_video.inference import VideoReadError
-for decoder in sys.argv[2:]:
-    for path in sys.argv[1].split("\\n"):
-        try:
-            decode_clip(path, 8, 1.0, decoder=check_decoder(decoder))
-            result = "decoded"
-        except VideoReadError as e:
-            result = "named" if path in str(e) else f"VideoReadError without the path: {e}"
-        except Exception as e:
-            result = f"{type(e).__name__}: {e}"[:300]
-        print(json.dumps([decoder, path, result]), flush=True)
-"""
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_bad_files_raise_a_named_error_from_every_decoder(video_zoo, decoder):
+    """Audio only, truncated (moov lost), zero bytes, garbage, missing: ``VideoReadError`` naming the file, fast.
+    A hang would stop here after 60 s with every thread's stack (faulthandler) instead of stalling the suite."""
+    import faulthandler
 
+    from mvit_video.data.decoding import VideoReadError
 
-def test_bad_files_raise_a_named_error_from_every_decoder(video_zoo):
-    """Audio only, truncated, zero bytes, garbage, missing: ``VideoReadError`` naming the file from every decoder,
-    in a child process so that a crash or a hang in a decoder's C code fails this test instead of killing pytest."""
-    decoders = [d for d in DECODERS if _installed(d)]
+    require_decoder(decoder)
     paths = [str(video_zoo[name]) for name in BAD] + [str(Path(video_zoo[BAD[0]]).parent / "missing.mp4")]
-    out = subprocess.run(
-        [sys.executable, "-c", _BAD_FILES_SCRIPT, "\n".join(paths), *decoders],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, f"the decoders' child process died ({out.returncode}): {out.stderr[-2000:]}"
-    results = [json.loads(line) for line in out.stdout.splitlines()]
-    assert len(results) == len(paths) * len(decoders)
-    wrong = [r for r in results if r[2] != "named"]
-    assert not wrong, "\n".join(map(str, wrong))
+    faulthandler.dump_traceback_later(60, exit=True)
+    try:
+        for path in paths:
+            with pytest.raises(VideoReadError) as info:
+                decode_clip(path, NUM_FRAMES, SPAN, decoder=decoder)
+            assert path in str(info.value)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def _installed(decoder: str) -> bool:

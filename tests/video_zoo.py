@@ -36,7 +36,7 @@ class ZooFile:
     exact_rgb: bool = True  # 8-bit 4:2:0/4:2:2: every decoder's RGB is byte-identical (see test_video_zoo)
 
 
-H264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "ultrafast")
+H264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "veryfast")  # B-frames, as cameras and uploads have
 VALID = (
     ZooFile("h264.mp4", H264, encoder="libx264"),
     ZooFile("h264_faststart.mp4", (*H264, "-movflags", "+faststart"), encoder="libx264"),  # moov at the front
@@ -45,7 +45,7 @@ VALID = (
     ZooFile("vp9.webm", ("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k"),
             encoder="libvpx-vp9"),  # fmt: skip
     ZooFile("av1.mkv", ("-c:v", "libsvtav1", "-preset", "12", "-pix_fmt", "yuv420p"), encoder="libsvtav1"),
-    ZooFile("mpeg4.avi", ("-c:v", "mpeg4", "-q:v", "3"), encoder="mpeg4"),  # MPEG-4 Part 2 (XviD-like)
+    ZooFile("mpeg4.avi", ("-c:v", "mpeg4", "-q:v", "3", "-bf", "2"), encoder="mpeg4"),  # DivX-style, B-frames
     ZooFile("mjpeg.avi", ("-c:v", "mjpeg", "-pix_fmt", "yuvj422p", "-q:v", "3"), encoder="mjpeg"),
     ZooFile("h264_10bit.mp4", ("-c:v", "libx264", "-pix_fmt", "yuv420p10le", "-preset", "ultrafast"),
             encoder="libx264", exact_rgb=False),  # fmt: skip

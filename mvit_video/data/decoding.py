@@ -25,12 +25,14 @@ misreads of some frame widths).
 from __future__ import annotations
 
 import bisect
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+log = logging.getLogger(__name__)
 DECODERS = ("pyav", "torchcodec", "decord", "pytorchvideo")
 EPS = 1e-3  # seconds: frame times this close are equal (decord's are float32; frames are >= 4 ms apart)
 
@@ -92,15 +94,16 @@ def decode_clip(
     path, decoder = str(path), check_decoder(decoder)
     if not Path(path).is_file():
         raise VideoReadError(f"no such video file: {path}")
-    window = (span, clip_idx, num_clips, rng)
     try:
-        if decoder == "pyav":
-            return _decode_pyav(path, num_frames, *window)
-        if decoder == "torchcodec":
-            return _decode_torchcodec(path, num_frames, *window)
-        if decoder == "decord":
-            return _decode_decord(path, num_frames, *window)
-        return _decode_pytorchvideo(path, num_frames, *window)
+        if decoder in ("torchcodec", "decord") and packed_b_frames(path):
+            log.debug("%s: an AVI with B-frames, decoded with PyAV for %s (see packed_b_frames)", path, decoder)
+            decoder = "pyav"
+        if decoder == "decord":  # its own FFmpeg and index
+            return _decode_decord(path, num_frames, span, clip_idx, num_clips, rng)
+        timeline = frame_timeline(path)
+        start = clip_start(timeline.duration, span, clip_idx, num_clips, rng)
+        decode = {"pyav": _decode_pyav, "torchcodec": _decode_torchcodec, "pytorchvideo": _decode_pytorchvideo}
+        return decode[decoder](path, timeline, start, span, num_frames)
     except VideoReadError:
         raise
     except Exception as e:  # noqa: BLE001  each backend has its own errors (and decord's name no file)
@@ -137,19 +140,34 @@ def frame_timeline(path: str) -> Timeline:
             raise VideoReadError(f"no video stream in {path}")
         stream = container.streams.video[0]
         tb = stream.time_base
-        stamps: list[tuple[int, int]] = []  # (pts, duration) in time-base units
+        stamps: list[int] = []  # pts in time-base units
         for packet in container.demux(stream):
             pts = packet.pts if packet.pts is not None else packet.dts  # AVI: dts only
             if pts is not None and not getattr(packet, "is_discard", False):
-                stamps.append((pts, packet.duration or 0))
+                stamps.append(pts)
         stream_start = float((stream.start_time or 0) * tb)
+        header = float(stream.duration * tb) if stream.duration else (container.duration or 0) / 1e6
     if not stamps:
         raise VideoReadError(f"no video frames in {path}")
     stamps.sort()
-    first = stamps[0][0]
-    times = [float((pts - first) * tb) for pts, _ in stamps]
-    last_length = float(stamps[-1][1] * tb) or (times[-1] / (len(times) - 1) if len(times) > 1 else 0.0)
-    return Timeline(times, times[-1] + last_length, float(first * tb), stream_start)
+    first = stamps[0]
+    times = [float((pts - first) * tb) for pts in stamps]
+    # The header's duration (packet durations are in decode order, so the last shown frame's is unknown); none, or
+    # one that ends before the last frame starts, gives way to the last frame's time plus the mean frame length.
+    if header <= times[-1]:
+        header = times[-1] + (times[-1] / (len(times) - 1) if len(times) > 1 else 1.0)
+    return Timeline(times, header, float(first * tb), stream_start)
+
+
+def packed_b_frames(path: str) -> bool:
+    """An AVI with B-frames (DivX / XviD, as in UCF101 and HMDB51): its packets carry decode times only, and the
+    presentation times each FFmpeg version reconstructs differ. torchcodec 0.17 and decord 0.6 pick frames one off
+    there (decord's seeks even land elsewhere), so the PyAV decoder reads these files for them."""
+    import av
+
+    with av.open(path) as container:
+        streams = container.streams.video
+        return "avi" in container.format.name.split(",") and bool(streams and streams[0].codec_context.has_b_frames)
 
 
 def rotate(frames: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -167,13 +185,9 @@ def frame_rotation(frame, stream) -> float:
     return -float(stream.metadata.get("rotate", 0) or 0)
 
 
-def _decode_pyav(
-    path: str, num_frames: int, span: float, clip_idx: int, num_clips: int, rng: torch.Generator | None
-) -> torch.Tensor:
+def _decode_pyav(path: str, timeline: Timeline, start: float, span: float, num_frames: int) -> torch.Tensor:
     import av
 
-    timeline = frame_timeline(path)
-    start = clip_start(timeline.duration, span, clip_idx, num_clips, rng)
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -200,16 +214,12 @@ def _decode_pyav(
     return rotate(clip, degrees)
 
 
-def _decode_torchcodec(
-    path: str, num_frames: int, span: float, clip_idx: int, num_clips: int, rng: torch.Generator | None
-) -> torch.Tensor:
+def _decode_torchcodec(path: str, timeline: Timeline, start: float, span: float, num_frames: int) -> torch.Tensor:
     """Pick frames on the timeline, then ask torchcodec for the frame played at the middle of each one's showing
     (robust to rounding); it seeks and decodes only those, and applies the display rotation itself."""
     from torchcodec.decoders import VideoDecoder
 
-    timeline = frame_timeline(path)
     times = timeline.times
-    start = clip_start(timeline.duration, span, clip_idx, num_clips, rng)
     idx = select_frames(times, start, span, num_frames)
     unique = sorted(set(idx))
     ends = [*times[1:], timeline.duration]
@@ -229,8 +239,12 @@ def _decode_decord(
     if not len(video):
         raise VideoReadError(f"no video frames in {path}")
     stamps = video.get_frame_timestamp(list(range(len(video))))  # (N, 2) start, end seconds
-    times = (stamps[:, 0] - stamps[0, 0]).tolist()
-    start = clip_start(float(stamps[-1, 1] - stamps[0, 0]), span, clip_idx, num_clips, rng)
+    if np.all(np.diff(stamps[:, 0]) > 0) and stamps[0, 0] >= 0:
+        times, duration = (stamps[:, 0] - stamps[0, 0]).tolist(), float(stamps[-1, 1] - stamps[0, 0])
+    else:  # AVI with packed B-frames: no timestamps in decord's index, but AVI is constant-rate
+        fps = video.get_avg_fps()
+        times, duration = [i / fps for i in range(len(video))], len(video) / fps
+    start = clip_start(duration, span, clip_idx, num_clips, rng)
     idx = select_frames(times, start, span, num_frames)
     unique = sorted(set(idx))
     first = video[unique[0]].shape  # decord 0.6 returns 4-channel frames for some sizes, then fails to batch
@@ -240,16 +254,12 @@ def _decode_decord(
     return frames[[unique.index(i) for i in idx]]  # (T, C, H, W)
 
 
-def _decode_pytorchvideo(
-    path: str, num_frames: int, span: float, clip_idx: int, num_clips: int, rng: torch.Generator | None
-) -> torch.Tensor:
+def _decode_pytorchvideo(path: str, timeline: Timeline, start: float, span: float, num_frames: int) -> torch.Tensor:
     """pytorchvideo's PyAV decoder on our timeline: its own ``duration`` is wrong for files that do not start at 0
     (it subtracts the start time from the length), and it ignores the display rotation."""
     import av
     from pytorchvideo.data.encoded_video import EncodedVideo
 
-    timeline = frame_timeline(path)
-    start = clip_start(timeline.duration, span, clip_idx, num_clips, rng)
     shift = timeline.origin - timeline.stream_start  # pytorchvideo's times start at the stream's start time
     video = EncodedVideo.from_path(path, decode_audio=False, decoder="pyav")
     try:
