@@ -26,7 +26,7 @@ def test_short_ava_training_run_then_demo(tmp_path):
     metrics = run(cfg)
     assert 0.0 <= metrics["val/mAP"] <= 1.0
     ann = tmp_path / "data" / "synthetic_ava" / "annotations"
-    det = tmp_path / "out" / "detections" / "detections_val_rank0.csv"
+    det = tmp_path / "out" / "detections" / "detections_val.csv"
     first = det.read_text().splitlines()[0].split(",")
     assert len(first) == 8 and first[0].startswith("val") and len(first[1]) == 4
     res = evaluate_files(

@@ -16,6 +16,27 @@ from ..metrics.ava import AVAFrameMAP
 from .classification import checkpoint_metadata
 from .optim import configure_optimizers
 
+DetectionRow = tuple[str, int, tuple[float, ...], list[float]]  # (video id, second, box x1 y1 x2 y2, class scores)
+
+
+def gather_detections(rows: list[DetectionRow]) -> list[DetectionRow]:
+    """Every process's rows, in rank order, each (video, second, box) once: the padding of a ``DistributedSampler``
+    repeats keyframes on the last ranks. The first copy is kept, as ``AVAFrameMAP`` does, so the CSV gives the
+    logged mAP."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        parts: list[list[DetectionRow] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, rows)
+        rows = [row for part in parts for row in part or ()]
+    seen: set[tuple[str, int, tuple[float, ...]]] = set()
+    unique = []
+    for row in rows:
+        if row[:3] not in seen:
+            seen.add(row[:3])
+            unique.append(row)
+    return unique
+
 
 def detection_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean BCE of sigmoid(logits) against multi-hot ``labels``, computed from logits in fp32: the official
@@ -43,7 +64,7 @@ class AVADetectionModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.class_ids = list(class_ids) if class_ids else None
         self.detections_dir = detections_dir
-        self._rows: list[str] = []
+        self._rows: list[DetectionRow] = []
 
     def setup(self, stage: str) -> None:
         if self.class_ids is None:
@@ -73,10 +94,9 @@ class AVADetectionModule(L.LightningModule):
         )
         if self.detections_dir is not None:
             videos = getattr(self.trainer.datamodule, "video_names", None)
-            for (v, sec), box, p in zip(batch["keys"].tolist(), batch["ori_boxes"].tolist(), probs.cpu()):
-                name = videos[v] if videos else str(v)
-                coords = ",".join(f"{c:.3f}" for c in box)
-                self._rows += [f"{name},{sec:04d},{coords},{c},{p[c - 1]:.4f}" for c in self.class_ids]
+            scores = probs[:, [c - 1 for c in self.class_ids]].cpu().tolist()  # (K, evaluated classes)
+            for (v, sec), box, p in zip(batch["keys"].tolist(), batch["ori_boxes"].tolist(), scores):
+                self._rows.append((videos[v] if videos else str(v), sec, tuple(box), p))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, self.val_map)
@@ -87,10 +107,17 @@ class AVADetectionModule(L.LightningModule):
     def _finish(self, split: str, metric: AVAFrameMAP) -> None:
         self.log(f"{split}/mAP", metric.compute().float(), prog_bar=True)
         metric.reset()
-        if self.detections_dir is not None and self._rows and self.trainer.is_global_zero:
-            out = Path(self.detections_dir) / f"detections_{split}_rank{self.global_rank}.csv"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text("\n".join(self._rows) + "\n")
+        if self.detections_dir is not None:
+            rows = gather_detections(self._rows)  # every process takes part, also one without rows
+            if rows and self.trainer.is_global_zero:
+                out = Path(self.detections_dir) / f"detections_{split}.csv"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                lines = [
+                    f"{name},{sec:04d},{','.join(f'{c:.3f}' for c in box)},{c},{p:.4f}"
+                    for name, sec, box, scores in rows
+                    for c, p in zip(self.class_ids, scores)
+                ]
+                out.write_text("\n".join(lines) + "\n")
         self._rows = []
 
     def on_validation_epoch_end(self) -> None:
