@@ -9,6 +9,8 @@ import torch
 from mvit_video.data.kinetics import DatasetFormatError, KineticsDataModule, read_video_csv
 from mvit_video.data.synthetic import CLASSES
 
+from .video_zoo import require_decoder
+
 
 def _dm(root, **kw):
     args = dict(
@@ -109,7 +111,7 @@ def test_torchcodec_decodes_the_same_frames_as_pyav(tiny_kinetics, clip_idx):
     """Seeking by index (frame i at i / fps) selects the frames that PyAV's timestamp window selects."""
     from mvit_video.data.decoding import check_decoder, decode_clip
 
-    check_decoder("torchcodec")  # fails with what to install when torchcodec or FFmpeg's libraries are missing
+    require_decoder("torchcodec")  # skips, saying what to install, when torchcodec or FFmpeg's libraries are missing
     assert check_decoder("auto") == "torchcodec"  # the datamodule's default then
     for line in (tiny_kinetics / "val.csv").read_text().splitlines()[:4]:
         path = str(tiny_kinetics / line.split()[0])
@@ -118,15 +120,15 @@ def test_torchcodec_decodes_the_same_frames_as_pyav(tiny_kinetics, clip_idx):
 
 
 def test_decord_decodes_the_same_frames_or_refuses_clearly(tiny_kinetics):
-    from mvit_video.data.decoding import check_decoder, decode_clip
+    from mvit_video.data.decoding import DecordMisreadError, decode_clip
 
-    check_decoder("decord")
+    require_decoder("decord")
     decoded = 0
     for line in (tiny_kinetics / "val.csv").read_text().splitlines():
         path = str(tiny_kinetics / line.split()[0])
         try:
             clip = decode_clip(path, 8, 0.5, 1, 3, decoder="decord")
-        except RuntimeError as e:  # decord 0.6 misreads some frame sizes (4 channels): named, not silent
+        except DecordMisreadError as e:  # decord 0.6 misreads some frame sizes (4 channels): named, not silent
             assert "not RGB" in str(e) and path in str(e)
             continue
         assert torch.equal(clip, decode_clip(path, 8, 0.5, 1, 3, decoder="pyav"))
@@ -134,12 +136,17 @@ def test_decord_decodes_the_same_frames_or_refuses_clearly(tiny_kinetics):
     assert decoded > 0
 
 
-def test_window_indices_cover_the_window_uniformly():
-    from mvit_video.data.decoding import window_indices
+def test_select_frames_covers_the_window_uniformly():
+    from mvit_video.data.decoding import select_frames
 
-    assert window_indices(100, 10.0, 1.0, 1.0, 5) == [10, 12, 14, 16, 19]  # frames 10..19 show in [1.0, 2.0)
-    assert window_indices(100, 10.0, 9.5, 1.0, 3) == [95, 97, 99]  # clipped at the last frame
-    assert window_indices(4, 30.0, 0.0, 2.0, 8) == [0, 0, 0, 1, 1, 2, 2, 3]  # short video: frames repeat
+    every = [i / 10 for i in range(100)]  # 10 fps
+    assert select_frames(every, 1.0, 1.0, 5) == [10, 12, 14, 16, 19]  # frames 10..19 show in [1.0, 2.0)
+    assert select_frames(every, 9.5, 1.0, 3) == [95, 97, 99]  # clipped at the last frame
+    assert select_frames([i / 30 for i in range(4)], 0.0, 2.0, 8) == [0, 0, 0, 1, 1, 2, 2, 3]  # short: repeats
+    # Variable rate: 0.1 s apart, then 1/30 s apart from 1.0 s. [0, 1) holds frames 0..9, not 17 (1.0 s x 17 fps).
+    vfr = [i / 10 for i in range(10)] + [1 + i / 30 for i in range(31)]
+    assert select_frames(vfr, 0.0, 1.0, 4) == [0, 3, 6, 9]
+    assert select_frames(vfr, 0.95, 0.04, 2) == [9, 9]  # no frame starts in the window: the one on screen
 
 
 def test_unknown_decoder_is_rejected(tiny_kinetics):
