@@ -93,3 +93,20 @@ def test_flip_is_refused_and_errors_name_the_file(tiny_ssv2, tmp_path):
         _dm(tmp_path).check_files()
     with pytest.raises(DatasetFormatError, match="8 labels for num_classes=174"):
         _dm(tiny_ssv2, num_classes=174).read_items("train")
+
+
+def test_cache_is_keyed_by_the_renderer_version(tmp_path, monkeypatch):
+    """A changed renderer (synthetic.RENDER_VERSION bumped) regenerates a cached SSv2 set; the same one reuses it.
+    Before, the cache key was the SSv2 spec alone and stale videos were reused."""
+    from mvit_video.data import synthetic
+
+    spec = SyntheticSSv2Spec(train_per_class=1, val_per_class=1, min_side=32, max_side=40)
+    root = make_synthetic_ssv2(tmp_path / "ssv2", spec, workers=1)
+    video = root / "20bn-something-something-v2" / "100000.webm"
+    video.unlink()
+    make_synthetic_ssv2(root, spec, workers=1)
+    assert not video.exists()  # same spec, same renderer: the cache is used
+    monkeypatch.setattr(synthetic, "RENDER_VERSION", synthetic.RENDER_VERSION + 1)
+    make_synthetic_ssv2(root, spec, workers=1)
+    assert video.is_file()  # regenerated
+    assert json.loads((root / "synthetic_ssv2.json").read_text())["render_version"] == synthetic.RENDER_VERSION

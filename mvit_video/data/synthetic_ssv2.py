@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import synthetic
 from .synthetic import VP9, SyntheticSpec, render_video, write_video
 
 # template (with brackets, as in the split files) -> the synthetic motion class that shows it
@@ -45,7 +46,7 @@ class SyntheticSSv2Spec:
     min_side: int = 56
     max_side: int = 96
     seed: int = 0
-    version: int = 1
+    version: int = 1  # of this file's layout; the renderer's own version (synthetic.RENDER_VERSION) is keyed too
 
 
 def _make_one(job: tuple[str, int, int, str, dict]) -> tuple[str, int]:
@@ -64,13 +65,15 @@ def _make_one(job: tuple[str, int, int, str, dict]) -> tuple[str, int]:
 
 
 def make_synthetic_ssv2(root: str | Path, spec: SyntheticSSv2Spec | None = None, workers: int | None = None) -> Path:
-    """Write the dataset under ``root``; cached: a matching ``root/synthetic_ssv2.json`` means nothing to do."""
+    """Write the dataset under ``root``; cached: a ``root/synthetic_ssv2.json`` with the same spec and the same
+    renderer version (the videos come from synthetic.render_video) means nothing to do."""
     from tqdm import tqdm
 
     spec = spec or SyntheticSSv2Spec()
     root = Path(root)
     marker = root / "synthetic_ssv2.json"
-    if marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(asdict(spec))):
+    key = {**asdict(spec), "render_version": synthetic.RENDER_VERSION}
+    if marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(key)):
         return root
     root.mkdir(parents=True, exist_ok=True)
     labels = {t.replace("[", "").replace("]", ""): str(i) for i, t in enumerate(TEMPLATES)}
@@ -95,5 +98,5 @@ def make_synthetic_ssv2(root: str | Path, spec: SyntheticSSv2Spec | None = None,
             vid = entry["id"]
             rows += [f"{vid} {j} {i} {vid}/{vid}_{i + 1:06d}.jpg \"\"" for i in range(counts[vid])]
         (root / "frame_lists" / f"{split}.csv").write_text("\n".join(rows) + "\n")
-    marker.write_text(json.dumps(asdict(spec), indent=1))
+    marker.write_text(json.dumps(key, indent=1))
     return root
