@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mvit_video.data.ava import FPS, read_boxes  # noqa: E402
 from mvit_video.data.decoding import read_frames  # noqa: E402
 from mvit_video.data.synthetic import write_video  # noqa: E402
-from mvit_video.inference import load_detector  # noqa: E402
+from mvit_video.inference import CheckpointMetadataError, load_detector  # noqa: E402
+from mvit_video.models.convert import CheckpointReadError  # noqa: E402
 
 COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
 
@@ -79,8 +80,13 @@ def main() -> int:
     parser.add_argument("--topk", type=int, default=2)
     parser.add_argument("--out", required=True, help="output video (.mp4)")
     args = parser.parse_args()
-
-    detector = load_detector(args.ckpt)
+    if args.topk < 1:
+        parser.error(f"--topk must be >= 1, got {args.topk}")
+    try:
+        detector = load_detector(args.ckpt)
+    except (FileNotFoundError, CheckpointReadError, CheckpointMetadataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.frames:
         paths = sorted(p for p in Path(args.frames).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         frames = read_frames(paths)  # (N, C, H, W)

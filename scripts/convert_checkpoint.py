@@ -13,7 +13,13 @@ import sys
 import torch
 
 from mvit_video.models import build_model, list_models
-from mvit_video.models.convert import CheckpointMismatchError, convert_state_dict, guess_source, load_file
+from mvit_video.models.convert import (
+    CheckpointMismatchError,
+    CheckpointReadError,
+    convert_state_dict,
+    guess_source,
+    load_file,
+)
 
 
 def main() -> int:
@@ -27,9 +33,17 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="write {'state_dict', 'mvit_video'} here")
     args = parser.parse_args()
 
-    obj = load_file(args.checkpoint)
-    source = guess_source(obj) if args.source == "auto" else args.source
-    raw = convert_state_dict(obj, source)  # renamed, not yet checked
+    try:
+        obj = load_file(args.checkpoint)
+        source = guess_source(obj) if args.source == "auto" else args.source
+        raw = convert_state_dict(obj, source)  # renamed, not yet checked
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except CheckpointReadError as e:
+        message = str(e) if str(e).startswith(args.checkpoint) else f"{args.checkpoint}: {e}"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     head = raw.get("head.projection.weight")
     overrides = {k: v for k, v in dict(num_frames=args.num_frames, input_size=args.input_size).items() if v}
     num_classes = args.num_classes or (head.shape[0] if head is not None else 400)

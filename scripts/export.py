@@ -17,7 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvit_video.export import example_inputs, export_onnx, export_program, run_onnx  # noqa: E402
-from mvit_video.inference import load  # noqa: E402
+from mvit_video.inference import CheckpointMetadataError, load  # noqa: E402
+from mvit_video.models.convert import CheckpointReadError  # noqa: E402
 
 
 def main() -> int:
@@ -26,7 +27,13 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="*.pt2 (torch.export) or *.onnx")
     parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
-    model = load(args.ckpt).model
+    if args.batch < 1:
+        parser.error(f"--batch must be >= 1, got {args.batch}")
+    try:
+        model = load(args.ckpt).model
+    except (FileNotFoundError, CheckpointReadError, CheckpointMetadataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     inputs = example_inputs(model, batch=args.batch)
     with torch.no_grad():
         eager = model(*inputs)

@@ -16,21 +16,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvit_video.data.kinetics import DatasetFormatError  # noqa: E402
 from mvit_video.inference import CheckpointMetadataError, VideoReadError, load  # noqa: E402
+from mvit_video.models.convert import CheckpointReadError  # noqa: E402
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (0 or -1 views or classes would fail deep inside with a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", help="any video file PyAV can read")
     parser.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
-    parser.add_argument("--topk", type=int, default=5)
-    parser.add_argument("--clips", type=int, default=None, help="temporal clips (default: the checkpoint's test views)")
-    parser.add_argument("--crops", type=int, default=None, help="spatial crops, 1 or 3")
+    parser.add_argument("--topk", type=positive_int, default=5)
+    parser.add_argument("--clips", type=positive_int, default=None, help="temporal clips (default: the checkpoint's test views)")
+    parser.add_argument("--crops", type=int, choices=(1, 3), default=None, help="spatial crops, 1 or 3")
     parser.add_argument("--class-names", default=None, help="one class name per line, replacing the checkpoint's")
     args = parser.parse_args()
     try:
         model = load(args.ckpt, class_names=args.class_names)
         top = model.predict(args.video, topk=args.topk, num_clips=args.clips, num_crops=args.crops)
-    except (FileNotFoundError, CheckpointMetadataError, VideoReadError, DatasetFormatError) as e:
+    except (FileNotFoundError, CheckpointReadError, CheckpointMetadataError, VideoReadError, DatasetFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     p = model.preprocessing

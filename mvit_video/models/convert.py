@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,11 @@ class CheckpointMismatchError(ValueError):
     """Raised with the full list of missing, unexpected and mis-shaped keys."""
 
 
+class CheckpointReadError(ValueError):
+    """A file that is not a readable checkpoint (empty, truncated, not written by ``torch.save``, or holding no
+    weights); the one-line message names the file."""
+
+
 def _rename(key: str, table: list[tuple[str, str]]) -> str:
     for pattern, repl in table:
         new, n = re.subn(pattern, repl, key)
@@ -66,7 +72,7 @@ def unwrap_checkpoint(obj: Any, source: str) -> dict[str, torch.Tensor]:
     elif isinstance(obj, dict) and "state_dict" in obj:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"no state dict of tensors found in this {source} checkpoint")
+        raise CheckpointReadError(f"no state dict of tensors found in this {source} checkpoint")
     sd = _strip_prefix(dict(obj), "module.")
     if source == "mvit_video":
         backbone = {k[len("net.") :]: v for k, v in sd.items() if k.startswith("net.")}
@@ -128,11 +134,30 @@ def check_state_dict(sd: dict[str, torch.Tensor], target: dict[str, torch.Tensor
 
 
 def load_file(path: str | Path) -> Any:
-    """Read a checkpoint without running code from it (``weights_only=True``)."""
+    """Read a checkpoint without running code from it (``weights_only=True``). Anything torch cannot read
+    raises :class:`CheckpointReadError` naming the file (torch's own errors name none: a bare ``EOFError``,
+    a zip reader's message)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if path.stat().st_size == 0:
+        raise CheckpointReadError(f"{path}: empty file (0 bytes), not a checkpoint")
+    try:
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning: the error below says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  torch raises EOFError, RuntimeError, UnpicklingError, ... by format
+        text = " ".join(str(e).split())
+        if "WeightsUnpickler error:" in text:  # torch's advice (weights_only=False) would run the file's code
+            detail = text.split("WeightsUnpickler error:")[1].split(" Check the documentation")[0].strip()
+            raise CheckpointReadError(
+                f"{path}: not a PyTorch checkpoint, or one holding more than tensors and plain containers, which is "
+                f"refused because loading it would run code (unpickler: {detail})"
+            ) from e
+        raise CheckpointReadError(
+            f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {text[:200]}); expected a complete file "
+            "written by torch.save (a train.py .ckpt, a converted .pt, a SlowFast .pyth or a torchvision .pth)"
+        ) from e
 
 
 def guess_source(obj: Any) -> str:
@@ -148,6 +173,9 @@ def load_pretrained(model: nn.Module, path: str | Path, source: str = "auto", st
     """Load a checkpoint file of any supported source into ``model`` (shapes checked, tables resized)."""
     obj = load_file(path)
     source = guess_source(obj) if source == "auto" else source
-    sd = convert_state_dict(obj, source, model, strict_head=strict_head)
+    try:
+        sd = convert_state_dict(obj, source, model, strict_head=strict_head)
+    except CheckpointReadError as e:
+        raise CheckpointReadError(f"{path}: {e}") from e
     model.load_state_dict(sd, strict=True)
     return model
