@@ -79,6 +79,36 @@ def test_predict_script_prints_names_and_probabilities(checkpoint, tiny_kinetics
     assert "2 views" in lines[0] and len(lines) == 3 and lines[1].strip().endswith("%")
 
 
+def test_predict_sees_the_frames_training_sees_on_a_rotated_phone_video(checkpoint, video_zoo, tmp_path):
+    """A phone video (display rotation 90): ``predict``'s views are the datamodule's test views, frame for frame,
+    whichever decoder reads it (they were PyAV's sideways frames while training's torchcodec saw them upright)."""
+    import shutil
+
+    from mvit_video.data.kinetics import KineticsDataModule
+
+    model = mvit_video.load(checkpoint)
+    p = model.preprocessing
+    root = tmp_path / "phone"
+    root.mkdir()
+    shutil.copy(video_zoo["rotate90.mp4"], root / "rotate90.mp4")
+    for split in ("train", "val", "test"):
+        (root / f"{split}.csv").write_text("rotate90.mp4 0\n")
+    dm = KineticsDataModule(
+        str(root), num_classes=len(p.class_names), num_frames=p.num_frames, sampling_rate=p.sampling_rate,
+        target_fps=p.target_fps, crop_size=p.crop_size, test_short_side=p.test_short_side, mean=p.mean, std=p.std,
+        test_num_clips=p.test_num_clips, test_num_crops=p.test_num_crops, num_workers=0,
+    )  # fmt: skip
+    dm.setup("test")
+    trained = torch.stack([dm.datasets["test"][i]["video"] for i in range(len(dm.datasets["test"]))])  # (V, C, T, H, W)
+    views = model.views(root / "rotate90.mp4")
+    assert views.shape == trained.shape and torch.equal(views, trained)
+    for decoder in ("pyav", "pytorchvideo"):
+        assert torch.equal(model.views(root / "rotate90.mp4", decoder=decoder), trained), decoder
+    top = model.predict(root / "rotate90.mp4", topk=1)
+    probs = model.model(trained).softmax(-1).mean(0)  # (K,) what the test split scores
+    assert top[0][0] == p.class_names[int(probs.argmax())] and abs(top[0][1] - float(probs.max())) < 1e-5
+
+
 def test_bad_inputs_give_clear_errors(checkpoint, tmp_path):
     model = mvit_video.load(checkpoint)
     junk = tmp_path / "not_a_video.mp4"

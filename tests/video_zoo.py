@@ -32,6 +32,7 @@ class ZooFile:
     fps: int = 30
     seconds: float = 2.0
     rotation: int = 0  # the display rotation written by a stream copy (the legacy ``rotate`` tag)
+    audio_seconds: float = 0.0  # an AAC track this long (longer than the video: the container's duration is its)
     encoder: str = ""  # the ffmpeg encoder it needs; the file is left out where it is missing
     exact_rgb: bool = True  # 8-bit 4:2:0/4:2:2: every decoder's RGB is byte-identical (see test_video_zoo)
 
@@ -60,6 +61,7 @@ VALID = (
     ZooFile("long_gop.mp4", ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "ultrafast", "-g", "100000",
                              "-keyint_min", "100000", "-sc_threshold", "0"), size="64x48", fps=5, seconds=22.0,
             encoder="libx264"),  # fmt: skip
+    ZooFile("h264_long_audio.mkv", H264, audio_seconds=2.5, encoder="libx264"),  # Matroska: no stream duration
     ZooFile("café clip 1.mp4", H264, encoder="libx264"),  # spaces and non-ASCII in the name
     ZooFile("narrow_72x48.mp4", H264, size="72x48", encoder="libx264"),  # decord 0.6 reads it as 4 channels
 )
@@ -122,7 +124,9 @@ def write_zoo(root: Path) -> dict[str, Path]:
         if f.encoder and f.encoder not in have:
             continue
         path = root / f.name
-        src = ("-f", "lavfi", "-i", SRC.format(size=f.size, fps=f.fps), "-t", str(f.seconds))
+        src = ("-f", "lavfi", "-t", str(f.seconds), "-i", SRC.format(size=f.size, fps=f.fps))
+        if f.audio_seconds:
+            src += ("-f", "lavfi", "-t", str(f.audio_seconds), "-i", "sine=frequency=440", "-c:a", "aac")
         if f.rotation:  # encoding with a rotate tag writes no display matrix on ffmpeg 5.1: stream-copy it in
             plain = root / f"plain_{f.name}"
             _ffmpeg(*src, *f.args, str(plain))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,14 +147,15 @@ def frame_timeline(path: str) -> Timeline:
             if pts is not None and not getattr(packet, "is_discard", False):
                 stamps.append(pts)
         stream_start = float((stream.start_time or 0) * tb)
-        header = float(stream.duration * tb) if stream.duration else (container.duration or 0) / 1e6
+        header = float(stream.duration * tb) if stream.duration else 0.0  # Matroska / WebM have none
     if not stamps:
         raise VideoReadError(f"no video frames in {path}")
     stamps.sort()
     first = stamps[0]
     times = [float((pts - first) * tb) for pts in stamps]
-    # The header's duration (packet durations are in decode order, so the last shown frame's is unknown); none, or
-    # one that ends before the last frame starts, gives way to the last frame's time plus the mean frame length.
+    # The stream header's duration (packet durations are in decode order, so the last shown frame's is unknown);
+    # none, or one that ends before the last frame starts, gives way to the last frame's time plus the mean frame
+    # length (the container's duration may be the audio's, longer).
     if header <= times[-1]:
         header = times[-1] + (times[-1] / (len(times) - 1) if len(times) > 1 else 1.0)
     return Timeline(times, header, float(first * tb), stream_start)
@@ -215,15 +217,16 @@ def _decode_pyav(path: str, timeline: Timeline, start: float, span: float, num_f
 
 
 def _decode_torchcodec(path: str, timeline: Timeline, start: float, span: float, num_frames: int) -> torch.Tensor:
-    """Pick frames on the timeline, then ask torchcodec for the frame played at the middle of each one's showing
-    (robust to rounding); it seeks and decodes only those, and applies the display rotation itself."""
+    """Pick frames on the timeline, then ask torchcodec for the frame played just after each one's start (half-way
+    to the next, at most EPS: robust to rounding, and inside the stream's end); it seeks and decodes only those,
+    and applies the display rotation itself."""
     from torchcodec.decoders import VideoDecoder
 
     times = timeline.times
     idx = select_frames(times, start, span, num_frames)
     unique = sorted(set(idx))
-    ends = [*times[1:], timeline.duration]
-    played_at = [timeline.origin + (times[i] + ends[i]) / 2 for i in unique]
+    ends = [*times[1:], math.inf]
+    played_at = [timeline.origin + times[i] + min((ends[i] - times[i]) / 2, EPS) for i in unique]
     video = VideoDecoder(path, dimension_order="NCHW", num_ffmpeg_threads=1)
     frames = video.get_frames_played_at(played_at).data  # (N, C, H, W) uint8
     return frames[[unique.index(i) for i in idx]]  # (T, C, H, W)
