@@ -13,6 +13,9 @@ def test_detector_forward_backward():
     boxes = torch.tensor([[0, 4.0, 4.0, 40.0, 60.0], [1, 10.0, 0.0, 63.0, 30.0], [1, 0.0, 0.0, 64.0, 64.0]])
     probs = det(video, boxes)
     assert probs.shape == (3, 80) and (probs > 0).all() and (probs < 1).all()
+    det.eval()  # the head's dropout off: forward is the sigmoid of the logits the loss takes
+    assert torch.allclose(det(video, boxes), torch.sigmoid(det.logits(video, boxes)))
+    det.train()
     target = torch.zeros(3, 80)
     target[0, 11] = target[2, 79] = 1
     torch.nn.functional.binary_cross_entropy(probs, target).backward()
