@@ -1,0 +1,431 @@
+"""The README is executable: every command of its ```bash blocks, and its ```python blocks, runs here in tiny form.
+
+Each README command goes to the first runner in ``RUNNERS`` whose pattern it matches. A runner runs the command as a
+user does (a subprocess from the repository root), with the placeholder paths (/data/kinetics400, /ckpts/...,
+CKPT, clip.mp4, ...) replaced by fixtures, ``debug=tiny`` appended to ``train.py``, and every output in temporary
+folders (``MVIT_DATA`` and ``hydra.run.dir``; nothing is written into the repository's logs/ or data/). A README
+command that no runner matches fails: add a runner. Commands that another test runs for real (SLURM, resume after
+a signal) are registered with that test's name, which must exist.
+
+Shared artifacts are module fixtures: one tiny classification run (checkpoint), one tiny synthetic AVA run
+(detector checkpoint, detections, annotations). Runners marked ``slow`` run in ``make test-slow``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+TIMEOUT = 600
+NUM_CLASSES = 4  # the tiny Kinetics-format set of conftest.tiny_kinetics
+# Class names as real Kinetics ones: one and two spaces (prepare_kinetics must keep them whole).
+SPACED_CLASSES = {"moving_left": "air drumming", "moving_right": "playing ice hockey"}
+
+
+# ----------------------------------------------------------------------------------------------- the README's text
+def readme_commands(text: str) -> list[tuple[str, str]]:
+    """``(kind, command)`` for every command of a ```bash block (continuations joined, comments dropped) and every
+    ```python block (whole)."""
+    commands = []
+    for lang, body in re.findall(r"^```(bash|python)\n(.*?)^```", text, re.S | re.M):
+        if lang == "python":
+            commands.append(("python", body))
+            continue
+        for line in body.replace("\\\n", " ").splitlines():
+            tokens = shlex.split(line, comments=True)
+            if tokens:
+                commands.append(("bash", shlex.join(tokens)))
+    return commands
+
+
+# ------------------------------------------------------------------------------------------------------- helpers
+def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``args`` as a user runs it from the repository root (``python`` = this interpreter); fails on a non-zero exit
+    with the end of its output."""
+    if args[0] == "python":
+        args = [sys.executable, *args[1:]]
+    res = subprocess.run(
+        args, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )  # fmt: skip
+    assert res.returncode == 0, f"{shlex.join(args)}\nexit {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
+    return res
+
+
+def substitute(tokens: list[str], places: dict[str, str]) -> list[str]:
+    """Replace placeholder tokens, whole or as the value of ``key=value``."""
+    out = []
+    for tok in tokens:
+        key, eq, value = tok.partition("=")
+        if tok in places:
+            tok = places[tok]
+        elif eq and value in places:
+            tok = f"{key}={places[value]}"
+        out.append(tok)
+    return out
+
+
+def train(tokens: list[str], run_dir: Path, data_dir: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python train.py ...`` in tiny form: ``debug=tiny``, its run dir and data dir in tmp."""
+    assert tokens[:2] == ["python", "train.py"], tokens
+    tokens = [re.sub(r"^trainer\.devices=\d+$", "trainer.devices=1", t) for t in tokens]  # one CPU process
+    return run([*tokens, "debug=tiny", *extra, f"hydra.run.dir={run_dir}"], env={"MVIT_DATA": str(data_dir)})
+
+
+def _function_names(path: Path) -> set[str]:
+    """The functions defined in a test file (to check that a registered test exists)."""
+    return {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)}
+
+
+# ------------------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """MVIT_DATA of every run here: the synthetic sets are generated once, into tmp."""
+    return tmp_path_factory.mktemp("readme_data")
+
+
+@pytest.fixture(scope="module")
+def cls_run(tmp_path_factory, tiny_kinetics, data_dir) -> Path:
+    """The README's own-dataset command, `python train.py data=kinetics data.root=DIR data.num_classes=K`, in tiny
+    form: the run dir, with the tiny classification checkpoint the other commands use."""
+    run_dir = tmp_path_factory.mktemp("cls_run")
+    cmd = ["python", "train.py", "data=kinetics", f"data.root={tiny_kinetics}", f"data.num_classes={NUM_CLASSES}"]
+    train(cmd, run_dir, data_dir)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def cls_ckpt(cls_run) -> Path:
+    return cls_run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def ava_run(tmp_path_factory, data_dir) -> Path:
+    """`python train.py experiment=ava_synthetic` in tiny form: the detector checkpoint, detections and the
+    synthetic AVA set (under MVIT_DATA/synthetic_ava)."""
+    run_dir = tmp_path_factory.mktemp("ava_run")
+    train(["python", "train.py", "experiment=ava_synthetic"], run_dir, data_dir)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def ava_root(ava_run, data_dir) -> Path:
+    """The synthetic AVA set under the official AVA file names (conf/data/ava.yaml: the person detector's boxes)."""
+    root = data_dir / "synthetic_ava"
+    official = root / "annotations" / "person_box_67091280_iou90" / "ava_detection_val_boxes_and_labels.csv"
+    official.parent.mkdir(exist_ok=True)
+    shutil.copy(root / "annotations" / "ava_val_predicted_boxes.csv", official)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ssv2_run(tmp_path_factory, data_dir) -> Path:
+    """`python train.py experiment=ssv2_synthetic` in tiny form; it writes the synthetic SSv2 set."""
+    run_dir = tmp_path_factory.mktemp("ssv2_run")
+    train(["python", "train.py", "experiment=ssv2_synthetic"], run_dir, data_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def ssv2_root(ssv2_run, data_dir) -> Path:
+    return data_dir / "synthetic_ssv2"
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, tiny_kinetics) -> Path:
+    """A video file with a space in its name."""
+    src = tiny_kinetics / (tiny_kinetics / "test.csv").read_text().splitlines()[0].rsplit(" ", 1)[0]
+    dst = tmp_path_factory.mktemp("clip") / "my clip.mp4"
+    shutil.copy(src, dst)
+    return dst
+
+
+# -------------------------------------------------------------------------------------------------------- runners
+Runner = Callable[[list[str], pytest.FixtureRequest, Path], None]
+
+
+def _fix(request: pytest.FixtureRequest, name: str):
+    return request.getfixturevalue(name)
+
+
+def run_make_demo(tokens, request, tmp):
+    """`make demo`: the Makefile's demo recipe (the command, not the install), in tiny form."""
+    recipe = re.search(r"^demo:.*\n\t\$\(PY\) (.+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert recipe, "Makefile: no `demo:` target running $(PY) ..."
+    cmd = ["python", *shlex.split(recipe.group(1))]
+    assert cmd[:3] == ["python", "train.py", "experiment=demo"], cmd
+    run_demo(cmd, request, tmp)
+
+
+def run_demo(tokens, request, tmp):
+    """The CPU demo: trains, tests, runs the time-shuffle control, writes the curves into its run dir."""
+    train(tokens, tmp / "run", _fix(request, "data_dir"), extra=("time_shuffle_control=true",))
+    assert (tmp / "run" / "checkpoints" / "last.ckpt").is_file() and (tmp / "run" / "curves.png").is_file()
+    header = (tmp / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/top1", "test/top1", "test_time_shuffled/top1"} <= set(header), header
+
+
+def run_make_test(tokens, request, tmp):
+    """`make test`: this suite. The Makefile runs pytest on the fast tests."""
+    assert re.search(r"^test:.*\n\t\$\(PY\) -m pytest", (ROOT / "Makefile").read_text(), re.M)
+
+
+def run_own_dataset(tokens, request, tmp):
+    """`python train.py data=kinetics data.root=DIR data.num_classes=K`: the fixture ran it; check it again here
+    against the README's exact overrides (same keys, the placeholders substituted)."""
+    assert "data=kinetics" in tokens and any(t.startswith("data.root=") for t in tokens), tokens
+    run_dir = _fix(request, "cls_run")
+    overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert "data=kinetics" in overrides and "debug=tiny" in overrides
+    assert (run_dir / "metrics.csv").is_file()
+
+
+def _kinetics_places(request) -> dict[str, str]:
+    root = str(_fix(request, "tiny_kinetics"))
+    return {"/data/kinetics400": root, "/data/kinetics600": root, "/data/kinetics700": root, "DIR": root,
+            "K": str(NUM_CLASSES)}  # fmt: skip
+
+
+def run_train_kinetics(tokens, request, tmp):
+    """A Kinetics recipe on a Kinetics-format root: tiny form, with the tiny set's class count."""
+    cmd = substitute(tokens, _kinetics_places(request))
+    train(cmd, tmp / "run", _fix(request, "data_dir"), extra=(f"data.num_classes={NUM_CLASSES}",))
+    assert (tmp / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def run_evaluate(tokens, request, tmp):
+    """`train=false ckpt_path=CKPT`: the multi-view test of a checkpoint, no training."""
+    places = {**_kinetics_places(request), "/path/to/best.ckpt": str(_fix(request, "cls_ckpt"))}
+    res = train(substitute(tokens, places), tmp / "run", _fix(request, "data_dir"), extra=(f"data.num_classes={NUM_CLASSES}",))
+    assert "test/top1" in res.stdout + res.stderr
+    assert not (tmp / "run" / "checkpoints").exists()  # nothing trained
+
+
+def run_prepare_kinetics(tokens, request, tmp):
+    """prepare_kinetics on a folder-per-class tree whose class names hold spaces, as Kinetics' do."""
+    from mvit_video.data.kinetics import read_video_csv
+
+    tree = tmp / "k400 videos"
+    shutil.copytree(_fix(request, "tiny_kinetics") / "videos", tree)
+    for split in tree.iterdir():
+        for old, new in SPACED_CLASSES.items():
+            (split / old).rename(split / new)
+    out = tmp / "kinetics400"
+    cmd = substitute(tokens, {"/data/k400_videos": str(tree), "/data/kinetics400": str(out), "320": "64"})
+    run(cmd)
+    names = (out / "classnames.txt").read_text().splitlines()
+    assert set(SPACED_CLASSES.values()) <= set(names) and len(names) == NUM_CLASSES, names
+    for split, per_class in (("train", 4), ("val", 2)):
+        items = read_video_csv(out / f"{split}.csv", num_classes=NUM_CLASSES)
+        assert sorted(label for _, label in items) == sorted(list(range(NUM_CLASSES)) * per_class), split
+        for path, label in items:
+            assert Path(path).is_file() and Path(path).parent.name == names[label], (path, label)
+
+
+def run_convert_checkpoint(tokens, request, tmp):
+    """A SlowFast .pyth converted and reported; tiny form: the tiny preset's weights in SlowFast's format."""
+    from mvit_video.models import build_model
+
+    model_idx = tokens.index("--model") + 1
+    pyth = tmp / "MViTv2_tiny_k400.pyth"
+    state = build_model("mvitv2_tiny", num_classes=NUM_CLASSES).state_dict()
+    torch.save({"model_state": {f"module.{k}": v for k, v in state.items()}, "epoch": 1}, pyth)
+    cmd = [str(pyth) if t.endswith(".pyth") else t for t in tokens]
+    cmd[model_idx] = "mvitv2_tiny"
+    out = tmp / "converted.pt"
+    cmd = substitute(cmd, {tokens[tokens.index("--out") + 1]: str(out)})
+    res = run(cmd)
+    assert "all keys and shapes match" in res.stdout and out.is_file()
+
+
+def run_ava_train(tokens, request, tmp):
+    """An AVA recipe in tiny form. ``init_from`` gets the tiny classification checkpoint (a classifier's head and all),
+    ``data.root`` the synthetic AVA set under the official file names."""
+    places = {"/data/ava": str(_fix(request, "ava_root")), "/ckpts/k400_mvitv2_s.ckpt": str(_fix(request, "cls_ckpt"))}
+    cmd = substitute(tokens, places)
+    if cmd == ["python", "train.py", "experiment=ava_synthetic"]:
+        run_dir = _fix(request, "ava_run")  # the shared run is this very command
+    else:
+        run_dir = tmp / "run"
+        train(cmd, run_dir, _fix(request, "data_dir"))
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "detections" / "detections_val_rank0.csv").is_file()
+
+
+def run_ssv2(tokens, request, tmp):
+    """An SSv2 recipe in tiny form; ``data.root`` gets the synthetic SSv2 set (official layout, frame folders, its
+    8 templates), ``init_from`` the tiny classification checkpoint."""
+    if tokens == ["python", "train.py", "experiment=ssv2_synthetic"]:
+        run_dir = _fix(request, "ssv2_run")  # the shared run is this very command
+    else:
+        places = {"/data/ssv2": str(_fix(request, "ssv2_root")), "/ckpts/k400_mvitv2_s.ckpt": str(_fix(request, "cls_ckpt"))}
+        run_dir = tmp / "run"
+        train(substitute(tokens, places), run_dir, _fix(request, "data_dir"), extra=("data.num_classes=8",))
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def _ava_places(request) -> dict[str, str]:
+    ann = _fix(request, "ava_root") / "annotations"
+    run_dir = _fix(request, "ava_run")
+    return {
+        "ava_action_list_v2.2_for_activitynet_2019.pbtxt": str(ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt"),
+        "ava_val_v2.2.csv": str(ann / "ava_val_v2.2.csv"),
+        "ava_val_excluded_timestamps_v2.2.csv": str(ann / "ava_val_excluded_timestamps_v2.2.csv"),
+        "detections.csv": str(run_dir / "detections" / "detections_val_rank0.csv"),
+        "AVA.ckpt": str(run_dir / "checkpoints" / "last.ckpt"),
+        "data/ava/frames/VIDEO": str(_fix(request, "ava_root") / "frames" / "val000"),
+    }
+
+
+def run_ava_eval(tokens, request, tmp):
+    """The evaluator on the tiny run's detections: one JSON line whose mAP is the run's logged val/mAP."""
+    res = run(substitute(tokens, _ava_places(request)))
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert 0.0 <= result["mAP"] <= 1.0
+    rows = (_fix(request, "ava_run") / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    logged = [float(r.split(",")[header.index("val/mAP")]) for r in rows[1:] if r.split(",")[header.index("val/mAP")]]
+    assert result["mAP"] == pytest.approx(logged[-1], abs=1e-4)
+
+
+def run_bench_ava_eval(tokens, request, tmp):
+    """The evaluator benchmark, on a small problem (the README's default is 1,000,000 detections)."""
+    res = run([*tokens, "--detections", "5000", "--groundtruth", "500", "--repeats", "1"])
+    assert "speed-up" in res.stdout, res.stdout
+
+
+def run_predict(tokens, request, tmp):
+    ckpt = str(_fix(request, "cls_ckpt"))
+    places = {"clip.mp4": str(_fix(request, "clip")), "logs/demo/runs/<date>/checkpoints/last.ckpt": ckpt, "CKPT": ckpt}
+    res = run(substitute(tokens, places))
+    names = torch.load(_fix(request, "cls_ckpt"), map_location="cpu", weights_only=True)["mvit_video"]["class_names"]
+    assert "my clip.mp4" in res.stdout and sum(name in res.stdout for name in names) == NUM_CLASSES, res.stdout
+
+
+def run_export(tokens, request, tmp):
+    out = tmp / Path(tokens[tokens.index("--out") + 1]).name
+    res = run(substitute(tokens, {"CKPT": str(_fix(request, "cls_ckpt")), tokens[tokens.index("--out") + 1]: str(out)}))
+    assert out.is_file() and out.stat().st_size > 0, res.stdout
+
+
+def run_ava_demo(tokens, request, tmp):
+    out = tmp / "demo.mp4"
+    res = run(substitute(tokens, {**_ava_places(request), "demo.mp4": str(out)}))
+    assert out.stat().st_size > 0 and res.stdout.count('"second"') >= 1
+
+
+def run_slurm(tokens, request, tmp):
+    """Run for real on a 2-node Slurm cluster by tests/test_slurm.py (``make test-slurm``); here the command's
+    overrides must compose (the first value of each sweep)."""
+    from hydra import compose, initialize_config_dir
+
+    from mvit_video.train import register_resolvers
+
+    names = _function_names(ROOT / "tests" / "test_slurm.py")
+    assert {"test_two_nodes_train_as_one_process_with_the_same_global_batch",
+            "test_a_two_point_sweep_submits_two_jobs_and_finds_both_results"} <= names  # fmt: skip
+    overrides = [t.split(",")[0] for t in tokens[2:] if t != "-m"]
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, "paths.output_dir=."], return_hydra_config=True)
+    assert "SlurmLauncher" in cfg.hydra.launcher._target_
+
+
+def run_resume(tokens, request, tmp):
+    """Resume after SIGINT / SIGTERM / SIGUSR2: run for real by engineer A's tests/test_stops.py."""
+    path = ROOT / "tests" / "test_stops.py"
+    assert path.is_file(), "tests/test_stops.py (the resume-after-signal tests) is missing"
+    assert any("resume" in n for n in _function_names(path)), "tests/test_stops.py has no resume test"
+
+
+def run_python_block(code, request, tmp):
+    """A ```python block, as written, with its placeholder files replaced by fixtures."""
+    places = {
+        '"last.ckpt"': repr(str(_fix(request, "cls_ckpt"))), '"clip.mp4"': repr(str(_fix(request, "clip"))),
+    }  # fmt: skip
+    if ".pyth" in code:  # the checkpoints block: `model` (from the block above) and a SlowFast file for it
+        from mvit_video.models import build_model
+
+        pyth = tmp / "weights.pyth"
+        model = build_model("mvitv2_s_16x4", num_classes=400)
+        torch.save({"model_state": {f"module.{k}": v for k, v in model.state_dict().items()}}, pyth)
+        places.update({m: repr(str(pyth)) for m in re.findall(r'"[^"]+\.pyth"', code)})
+        code = "from mvit_video.models import build_model\nmodel = build_model('mvitv2_s_16x4', num_classes=400)\n" + code
+    for old, new in places.items():
+        code = code.replace(old, new)
+    run(["python", "-c", code])
+
+
+@dataclass(frozen=True)
+class Entry:
+    pattern: str  # re.search over the command (python blocks: over the code)
+    runner: Runner
+    slow: bool = False
+
+
+RUNNERS: list[Entry] = [
+    Entry(r"^make demo$", run_make_demo),
+    Entry(r"^make test$", run_make_test),
+    Entry(r"-m hydra/launcher=slurm", run_slurm),
+    Entry(r"ckpt_path=last", run_resume),
+    Entry(r"^python train\.py experiment=demo\b", run_demo),
+    Entry(r"^python train\.py .*train=false .*ckpt_path=", run_evaluate),
+    Entry(r"^python train\.py data=kinetics data\.root=\S+ data\.num_classes=\S+$", run_own_dataset),
+    Entry(r"^python train\.py experiment=k[0-9]+_mvitv2_\w+ ", run_train_kinetics, slow=True),
+    Entry(r"^python train\.py experiment=ava_", run_ava_train, slow=True),
+    Entry(r"^python train\.py experiment=ssv2_", run_ssv2, slow=True),
+    Entry(r"^python scripts/prepare_kinetics\.py ", run_prepare_kinetics),
+    Entry(r"^python scripts/convert_checkpoint\.py ", run_convert_checkpoint),
+    Entry(r"^python scripts/ava_eval\.py ", run_ava_eval, slow=True),
+    Entry(r"^python scripts/bench_ava_eval\.py", run_bench_ava_eval),
+    Entry(r"^python scripts/predict\.py ", run_predict),
+    Entry(r"^python scripts/export\.py ", run_export, slow=True),
+    Entry(r"^python scripts/ava_demo\.py ", run_ava_demo, slow=True),
+    Entry(r"import mvit_video\nmodel = mvit_video\.load\(", run_python_block),
+    Entry(r"from mvit_video\.models\.convert import load_pretrained", run_python_block, slow=True),
+    Entry(r"from mvit_video\.models import build_model, list_models", run_python_block, slow=True),
+]
+
+
+def _find(command: str) -> Entry | None:
+    return next((e for e in RUNNERS if re.search(e.pattern, command, re.M)), None)
+
+
+def _params():
+    params = []
+    for i, (kind, command) in enumerate(readme_commands(README.read_text())):
+        entry = _find(command)
+        label = command.splitlines()[0][:60] if kind == "bash" else f"python block: {command.splitlines()[0][:40]}"
+        marks = [pytest.mark.slow] if entry and entry.slow else []
+        params.append(pytest.param(kind, command, entry, marks=marks, id=f"{i:02d} {label}"))
+    return params
+
+
+@pytest.mark.parametrize(("kind", "command", "entry"), _params())
+def test_readme_command_runs(kind, command, entry, request, tmp_path):
+    if entry is None:
+        pytest.fail(f"README.md command with no runner: {command!r}: add a runner to tests/test_readme.py RUNNERS")
+    entry.runner(shlex.split(command) if kind == "bash" else command, request, tmp_path)
+
+
+def test_every_readme_command_is_found():
+    """The parser sees the README's commands (continuation lines joined, comments dropped)."""
+    commands = [c for k, c in readme_commands(README.read_text()) if k == "bash"]
+    assert commands and all("\\" not in c and "#" not in c.split("=")[0] for c in commands)
+    joined = readme_commands("```bash\npython a.py x \\\n    y  # note\n\n```\n")
+    assert joined == [("bash", "python a.py x y")]
