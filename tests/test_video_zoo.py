@@ -162,7 +162,7 @@ def _installed(decoder: str) -> bool:
 
 
 def _assert_refused(path: str, decoder: str) -> None:
-    from mvit_video.inference import VideoReadError
+    from mvit_video.data.decoding import VideoReadError
 
     with pytest.raises(VideoReadError, match=path.replace(".", r"\.")):
         decode_clip(path, NUM_FRAMES, SPAN, decoder=decoder)

@@ -25,6 +25,7 @@ misreads of some frame widths).
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -133,7 +134,14 @@ class Timeline:
 
 
 def frame_timeline(path: str) -> Timeline:
-    """The timeline of the first video stream of ``path``: packet timestamps in presentation order."""
+    """The timeline of the first video stream of ``path``: packet timestamps in presentation order. Kept for the
+    last few files read (the test views of a video, ``predict``'s clips), keyed by size and modification time."""
+    stat = Path(path).stat()
+    return _timeline(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _timeline(path: str, size: int, mtime_ns: int) -> Timeline:
     import av
 
     with av.open(path) as container:
