@@ -97,12 +97,12 @@ def decode_clip(
     if not Path(path).is_file():
         raise VideoReadError(f"no such video file: {path}")
     try:
-        if decoder in ("torchcodec", "decord") and packed_b_frames(path):
-            log.debug("%s: an AVI with B-frames, decoded with PyAV for %s (see packed_b_frames)", path, decoder)
+        timeline = frame_timeline(path)
+        if decoder in ("torchcodec", "decord") and timeline.packed_b_frames:
+            log.debug("%s: an AVI with B-frames, decoded with PyAV for %s (see Timeline)", path, decoder)
             decoder = "pyav"
         if decoder == "decord":  # its own FFmpeg and index
             return _decode_decord(path, num_frames, span, clip_idx, num_clips, rng)
-        timeline = frame_timeline(path)
         start = clip_start(timeline.duration, span, clip_idx, num_clips, rng)
         decode = {"pyav": _decode_pyav, "torchcodec": _decode_torchcodec, "pytorchvideo": _decode_pytorchvideo}
         return decode[decoder](path, timeline, start, span, num_frames)
@@ -131,6 +131,10 @@ class Timeline:
     duration: float  # seconds from the first frame to the end of the last
     origin: float  # the first frame's time in the file, seconds (5.0 for a file trimmed at 5 s)
     stream_start: float  # the stream's declared start time, seconds (pytorchvideo's origin)
+    # An AVI with B-frames (DivX / XviD, as in UCF101 and HMDB51): its packets carry decode times only, and the
+    # presentation times each FFmpeg version reconstructs differ. torchcodec 0.17 and decord 0.6 pick frames one
+    # off there (decord's seeks even land elsewhere), so the PyAV decoder reads these files for them.
+    packed_b_frames: bool = False
 
 
 def frame_timeline(path: str) -> Timeline:
@@ -155,6 +159,7 @@ def _timeline(path: str, size: int, mtime_ns: int) -> Timeline:
             if pts is not None and not getattr(packet, "is_discard", False):
                 stamps.append(pts)
         stream_start = float((stream.start_time or 0) * tb)
+        packed = "avi" in container.format.name.split(",") and bool(stream.codec_context.has_b_frames)
         header = float(stream.duration * tb) if stream.duration else 0.0  # Matroska / WebM have none
     if not stamps:
         raise VideoReadError(f"no video frames in {path}")
@@ -166,18 +171,7 @@ def _timeline(path: str, size: int, mtime_ns: int) -> Timeline:
     # length (the container's duration may be the audio's, longer).
     if header <= times[-1]:
         header = times[-1] + (times[-1] / (len(times) - 1) if len(times) > 1 else 1.0)
-    return Timeline(times, header, float(first * tb), stream_start)
-
-
-def packed_b_frames(path: str) -> bool:
-    """An AVI with B-frames (DivX / XviD, as in UCF101 and HMDB51): its packets carry decode times only, and the
-    presentation times each FFmpeg version reconstructs differ. torchcodec 0.17 and decord 0.6 pick frames one off
-    there (decord's seeks even land elsewhere), so the PyAV decoder reads these files for them."""
-    import av
-
-    with av.open(path) as container:
-        streams = container.streams.video
-        return "avi" in container.format.name.split(",") and bool(streams and streams[0].codec_context.has_b_frames)
+    return Timeline(times, header, float(first * tb), stream_start, packed)
 
 
 def rotate(frames: torch.Tensor, degrees: float) -> torch.Tensor:
