@@ -7,6 +7,7 @@ Layout (spec §6.1): ``ROOT/{train,val,test}.csv``, one video per line, ``path l
 
 from __future__ import annotations
 
+import codecs
 import functools
 import logging
 from collections.abc import Sequence
@@ -23,14 +24,80 @@ from .transforms import ClipTransform
 
 log = logging.getLogger(__name__)
 
-CSV_FORMAT = "one video per line: 'path label' (space-separated), 'path fn label', or 'path'"
+CSV_FORMAT = (
+    "UTF-8 text, one video per line: 'path label' separated by a space, the label being the last field (paths may "
+    "contain spaces), or 'path fn label', or 'path' alone (label 0)"
+)
+FOREIGN_SEPARATORS = {"\t": "tab", ",": "comma", ";": "semicolon"}
 
 
 class DatasetFormatError(ValueError):
     """A malformed annotation file; the message names the file, the line and the expected format."""
 
 
+def read_text_lines(path: Path) -> list[tuple[int, str]]:
+    """``(line number, text)`` of every line of a UTF-8 file (a byte-order mark is dropped, not glued to the first
+    path). Bytes that are not UTF-8 (a Latin-1 or UTF-16 file) are an error naming the line: a path decoded with
+    the wrong encoding would name a file that does not exist."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    lines = []
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            lines.append((lineno, raw.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            bad = raw[e.start : e.start + 4]
+            raise DatasetFormatError(
+                f"{path}:{lineno}: bytes {bad!r} at column {e.start + 1} are not UTF-8; expected a UTF-8 text file "
+                f"(convert it, e.g. iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix})"
+            ) from None
+    return lines
+
+
+def _foreign_separator(line: str, sep: str) -> str:
+    """' (the line looks tab-separated)', or '' when no other usual separator is in it."""
+    found = [name for s, name in FOREIGN_SEPARATORS.items() if s != sep and s in line]
+    return f" (the line looks {'/'.join(found)}-separated)" if found else ""
+
+
+def parse_video_line(path: Path, lineno: int, line: str, num_classes: int, sep: str, prefix: Path) -> tuple[str, int]:
+    """One ``path label`` line: the label is the last field, everything before it is the path (spaces and all).
+    ``path fn label`` (a frame count in the middle, as frame-folder lists have) is read as such only when the
+    path with the count in it does not exist and the shorter one does, or neither exists and the path has no
+    other separator."""
+    fields = line.rsplit(sep, 1)
+    if len(fields) == 1:
+        hint = _foreign_separator(line, sep)
+        if hint:  # 'a.mp4,3' or 'a.mp4\t3': one column, which would silently become label 0
+            raise DatasetFormatError(f"{path}:{lineno}: no {sep!r} separator in {line!r}{hint}; expected {CSV_FORMAT}")
+        return _join(prefix, line), 0
+    video, label_text = fields
+    try:
+        label = int(label_text)
+    except ValueError:
+        raise DatasetFormatError(
+            f"{path}:{lineno}: label {label_text!r} is not an integer{_foreign_separator(line, sep)}; "
+            f"expected {CSV_FORMAT}"
+        ) from None
+    if not 0 <= label < num_classes:
+        raise DatasetFormatError(
+            f"{path}:{lineno}: label {label} is out of range [0, {num_classes}) (data.num_classes={num_classes})"
+        )
+    head, _, middle = video.rpartition(sep)
+    if head and middle.isdigit():  # 'path fn label' or a file name ending in ' 12'
+        whole, short = _join(prefix, video), _join(prefix, head)
+        exists_whole, exists_short = Path(whole).exists(), Path(short).exists()
+        if exists_short and not exists_whole or not exists_whole and sep not in head:
+            return short, label
+        return whole, label
+    return _join(prefix, video), label
+
+
+def _join(prefix: Path, video: str) -> str:
+    return video if Path(video).is_absolute() else str(prefix / video)
+
+
 def read_video_csv(path: str | Path, num_classes: int, sep: str = " ", prefix: str | Path = "") -> list[tuple[str, int]]:
+    """``(video path, label)`` of every line; format errors name the file and the line (``CSV_FORMAT``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -38,31 +105,44 @@ def read_video_csv(path: str | Path, num_classes: int, sep: str = " ", prefix: s
             "  Make it from a folder-per-class tree of videos with: "
             "python scripts/prepare_kinetics.py VIDEO_DIR --out DATA_ROOT"
         )
-    items = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        cols = line.strip().split(sep)
-        if len(cols) not in (1, 2, 3):
-            raise DatasetFormatError(f"{path}:{lineno}: {len(cols)} columns in {line!r}; expected {CSV_FORMAT}")
-        try:
-            label = int(cols[-1]) if len(cols) > 1 else 0
-        except ValueError:
-            raise DatasetFormatError(f"{path}:{lineno}: label {cols[-1]!r} is not an integer; expected {CSV_FORMAT}") from None
-        if not 0 <= label < num_classes:
-            raise DatasetFormatError(f"{path}:{lineno}: label {label} is out of range [0, {num_classes})")
-        video = Path(cols[0])
-        items.append((str(video if video.is_absolute() else Path(prefix) / video), label))
+    items = [
+        parse_video_line(path, lineno, line.strip(), num_classes, sep, Path(prefix))
+        for lineno, line in read_text_lines(path)
+        if line.strip()
+    ]
     if not items:
         raise DatasetFormatError(f"{path}: no videos listed; expected {CSV_FORMAT}")
     return items
 
 
 def read_classnames(path: str | Path, num_classes: int) -> list[str]:
-    names = [n.strip() for n in Path(path).read_text().splitlines() if n.strip()]
-    if len(names) != num_classes:
-        raise DatasetFormatError(f"{path}: {len(names)} class names for num_classes={num_classes}")
-    return names
+    """One class name per line, in label order: a blank line inside, a repeated name or a count other than
+    ``num_classes`` would put the wrong names on the classes (and fail at the first checkpoint save)."""
+    path = Path(path)
+    lines = [(n, text.strip()) for n, text in read_text_lines(path)]
+    while lines and not lines[-1][1]:
+        lines.pop()
+    seen: dict[str, int] = {}
+    for lineno, name in lines:
+        if not name:
+            raise DatasetFormatError(f"{path}:{lineno}: empty line; expected one class name per line, in label order")
+        if name in seen:
+            raise DatasetFormatError(f"{path}:{lineno}: class name {name!r} again (first on line {seen[name]})")
+        seen[name] = lineno
+    if len(lines) != num_classes:
+        where = f"; line {num_classes + 1} is {lines[num_classes][1]!r}" if len(lines) > num_classes else ""
+        raise DatasetFormatError(
+            f"{path}: {len(lines)} class names for num_classes={num_classes}{where}; expected one name per line, in "
+            f"label order (or set data.num_classes={len(lines)})"
+        )
+    return [name for _, name in lines]
+
+
+def source_name(source: Any) -> str:
+    """A video's name in warnings and counts: its path, or the folder of a frame list."""
+    if isinstance(source, (list, tuple)):
+        return str(Path(source[0]).parent) if source else "<empty frame list>"
+    return str(source)
 
 
 class KineticsDataset(Dataset):
@@ -94,6 +174,7 @@ class KineticsDataset(Dataset):
         self.max_retries = max_retries
         self.time_shuffle = time_shuffle  # a control: destroys the order of frames, not their content
         self.num_samples = num_samples if mode == "train" else 1  # repeated augmentation (AUG.NUM_SAMPLE)
+        self._warned: set[str] = set()  # unreadable files already named in a warning by this process
 
     def __len__(self) -> int:
         return len(self.items) * self.num_clips * self.num_crops
@@ -106,7 +187,10 @@ class KineticsDataset(Dataset):
             return self._get(index)
 
     def _get(self, index: int) -> dict[str, Any]:
-        skipped = 0
+        """A sample, and under ``unreadable`` the names of the files that failed for it. In training an unreadable
+        video is replaced by a random other one; in val/test it is not (a replacement would be scored twice): the
+        sample comes back with ``valid=False`` and a blank clip, for the task to leave out and count."""
+        unreadable: list[str] = []
         views = self.num_clips * self.num_crops
         for _ in range(self.max_retries + 1):
             video_idx, view = divmod(index, views)
@@ -118,8 +202,13 @@ class KineticsDataset(Dataset):
             try:
                 frames = self.load_frames(path, clip_idx, rng)  # (T, C, H, W) uint8
             except Exception as e:  # noqa: BLE001  any decoder failure: skip this file
-                skipped += 1
-                log.warning("skipping unreadable video %s (%s: %s)", path, type(e).__name__, e)
+                name = source_name(path)
+                unreadable.append(name)
+                if name not in self._warned:  # once per file and process, not once per view or retry
+                    self._warned.add(name)
+                    log.warning("unreadable video %s (%s: %s)", name, type(e).__name__, e)
+                if self.mode != "train":
+                    return self._sample(self.blank_clip(), label, video_idx, view, unreadable, valid=False)
                 index = int(torch.randint(len(self), ()))
                 continue
             if self.time_shuffle:
@@ -127,8 +216,21 @@ class KineticsDataset(Dataset):
             # One decoded clip, num_samples independent augmentations of it (SlowFast's NUM_SAMPLE).
             clips = [self.transform(frames, crop_idx, self.num_crops) for _ in range(self.num_samples)]
             video = clips[0] if self.num_samples == 1 else torch.stack(clips)  # (C, T, H, W) or (S, C, T, H, W)
-            return {"video": video, "label": label, "video_index": video_idx, "skipped": skipped}
-        raise RuntimeError(f"{self.max_retries + 1} videos in a row could not be decoded; last: {path}")
+            return self._sample(video, label, video_idx, view, unreadable, valid=True)
+        raise RuntimeError(f"{self.max_retries + 1} videos in a row could not be decoded; last: {source_name(path)}")
+
+    @staticmethod
+    def _sample(video: torch.Tensor, label: int, video_idx: int, view: int, unreadable: list[str], valid: bool):
+        """``skipped``: failed attempts for this sample (kept for callers that counted them); ``unreadable``: their
+        file names, which the task counts once per file across workers and processes."""
+        return {
+            "video": video, "label": label, "video_index": video_idx, "view": view, "valid": valid,
+            "skipped": len(unreadable), "unreadable": unreadable,
+        }  # fmt: skip
+
+    def blank_clip(self) -> torch.Tensor:
+        """Zeros shaped like a val/test clip ``(C, T, crop, crop)``, in the place of an unreadable video."""
+        return torch.zeros(3, self.num_frames, self.transform.crop_size, self.transform.crop_size)
 
     def load_frames(self, path: str, clip_idx: int, rng: torch.Generator | None) -> torch.Tensor:
         """The clip's frames ``(T, C, H, W)`` uint8: a window of ``span`` seconds (random in train/val)."""
@@ -137,11 +239,14 @@ class KineticsDataset(Dataset):
 
 def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """``default_collate``, then repeated augmentation ``(B, S, C, T, H, W)`` flattened to ``B*S`` clips, the other
-    fields repeated to match (the two clips of a video sit next to each other, as in SlowFast)."""
+    fields repeated to match (the two clips of a video sit next to each other, as in SlowFast). ``unreadable``
+    becomes one list of file names for the whole batch."""
+    unreadable = [name for sample in batch for name in sample.pop("unreadable", ())]
     out = default_collate(batch)
     if out["video"].ndim == 6:
         s = out["video"].shape[1]
         out = {k: v.flatten(0, 1) if k == "video" else torch.repeat_interleave(v, s, 0) for k, v in out.items()}
+    out["unreadable"] = unreadable
     return out
 
 
@@ -214,7 +319,9 @@ class KineticsDataModule(ResumableData, L.LightningDataModule):
             make_synthetic_kinetics(self.root, SyntheticSpec(num_classes=self.num_classes, **self.synthetic))
 
     def check_files(self, train: bool = True, test: bool = True) -> None:
-        """Fail fast, naming the missing annotation file and how to make it."""
+        """Fail fast, before a model is built or a step is run: a missing annotation file (with how to make it), a
+        malformed line or out-of-range label in any split that will be used, and a ``classnames.txt`` whose
+        count does not match (it is read at every checkpoint save). Each error names the file and the line."""
         splits = (["train", "val"] if train else []) + (["test"] if test else [])
         for split in splits:
             path = self.root / self.csvs[split]
@@ -225,6 +332,8 @@ class KineticsDataModule(ResumableData, L.LightningDataModule):
                     f"  Set data.root=DIR to where your dataset is, or make the CSVs from a folder-per-class tree of\n"
                     f"  videos: python scripts/prepare_kinetics.py VIDEO_DIR --out {self.root}"
                 )
+            self.read_items(split)
+        self.class_names  # noqa: B018  reads and checks classnames.txt (cached for the checkpoints)
 
     dataset_class: type[KineticsDataset] = KineticsDataset
 

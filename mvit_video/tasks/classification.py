@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,9 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..metrics.classification import MultiViewAccuracy
+from ..metrics.classification import MultiViewAccuracy, gather_names
 from .mixup import MixupCutmix, smooth_one_hot
 from .optim import configure_optimizers
+
+log = logging.getLogger(__name__)
 
 
 def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -50,12 +53,11 @@ class VideoClassificationModule(L.LightningModule):
         self.label_smoothing = label_smoothing
         self.mixup = mixup
         self.layer_decay = layer_decay
-        top5 = min(5, num_classes)
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self.val_views: MultiViewAccuracy | None = None  # made per epoch: sized by the val/test dataset
         self.test_views: MultiViewAccuracy | None = None
         self.test_prefix = "test"
+        self.unreadable: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}  # this process's
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.net(video)
@@ -72,33 +74,64 @@ class VideoClassificationModule(L.LightningModule):
         # sync_dist: the logged loss is the global batch's (mean over ranks), comparable across world sizes
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels), sync_dist=True)
         self.log("train/top1", self.train_top1, on_step=False, on_epoch=True, batch_size=len(labels))
-        skipped = batch["skipped"].sum().float() if "skipped" in batch else torch.zeros((), device=self.device)
-        self.log("train/skipped_videos", skipped, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
+        self.unreadable["train"].update(batch.get("unreadable", ()))
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        # distinct files over the epoch and every process (a file failing twice, or in two workers, counts once)
+        self.log("train/skipped_videos", float(self._report_unreadable("train", "train")))
+
+    def _views_metric(self, loader: Any) -> MultiViewAccuracy:
+        dataset = loader.dataset
+        views = getattr(dataset, "num_clips", 1) * getattr(dataset, "num_crops", 1)
+        return MultiViewAccuracy(len(dataset) // views, self.num_classes, views).to(self.device)
+
+    def _score(self, metric: MultiViewAccuracy, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and labels of the readable videos of a batch (the others are counted, not scored)."""
+        self.unreadable[split].update(batch.get("unreadable", ()))
+        logits = self.net(batch["video"])  # (B, K)
+        valid = batch["valid"] if "valid" in batch else torch.ones_like(batch["label"], dtype=torch.bool)
+        logits, labels = logits[valid], batch["label"][valid]
+        view = batch["view"] if "view" in batch else torch.zeros_like(batch["video_index"])  # one view per video
+        metric.update(logits, labels, batch["video_index"][valid], view[valid])
+        return logits, labels
+
+    def _log_views(self, metric: MultiViewAccuracy, split: str, prefix: str) -> None:
+        """``prefix/top1``, ``/top5``, ``/videos`` (how many videos they cover) and ``/unreadable_videos``."""
+        for name, value in metric.compute().items():
+            self.log(f"{prefix}/{name}", value, prog_bar=name == "top1")
+        self.log(f"{prefix}/unreadable_videos", float(self._report_unreadable(split, prefix)))
+        metric.reset()
+
+    def _report_unreadable(self, split: str, prefix: str) -> int:
+        """How many distinct files could not be read in ``split`` this epoch, on all processes; rank 0 names them."""
+        names = gather_names(self.unreadable[split])
+        self.unreadable[split] = set()
+        if names and self.trainer.is_global_zero:
+            log.warning("%s: %d unreadable video(s), not %s: %s", prefix, len(names),
+                        "trained on (replaced)" if split == "train" else "scored", ", ".join(sorted(names)))  # fmt: skip
+        return len(names)
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_views = self._views_metric(self.trainer.val_dataloaders)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        labels = batch["label"]
-        logits = self.net(batch["video"])
-        loss = F.cross_entropy(logits.float(), labels)
-        self.val_top1(logits, labels)
-        self.val_top5(logits, labels)
-        kw = dict(on_step=False, on_epoch=True, batch_size=len(labels))
-        self.log("val/loss", loss, sync_dist=True, **kw)
-        self.log("val/top1", self.val_top1, prog_bar=True, **kw)
-        self.log("val/top5", self.val_top5, **kw)
+        logits, labels = self._score(self.val_views, batch, "val")
+        # a sum over the readable clips, weighted by their number (a batch with none adds nothing)
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum") / max(len(labels), 1)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_views(self.val_views, "val", "val")
 
     def on_test_epoch_start(self) -> None:
-        dataset = self.trainer.test_dataloaders.dataset
-        self.test_views = MultiViewAccuracy(len(dataset.items), self.num_classes).to(self.device)
+        self.test_views = self._views_metric(self.trainer.test_dataloaders)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self.net(batch["video"])
-        self.test_views.update(logits, batch["label"], batch["video_index"])
+        self._score(self.test_views, batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        for name, value in self.test_views.compute().items():
-            self.log(f"{self.test_prefix}/{name}", value)
-        self.test_views.reset()
+        self._log_views(self.test_views, "test", self.test_prefix)
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_optimizers(
@@ -120,3 +153,4 @@ def checkpoint_metadata(net: nn.Module, trainer: L.Trainer | None) -> dict[str, 
     if datamodule is not None and hasattr(datamodule, "metadata"):
         meta.update(datamodule.metadata())
     return meta
+
