@@ -34,15 +34,15 @@ def main() -> int:
     args = parser.parse_args()
 
     try:
-        obj = load_file(args.checkpoint)
-        source = guess_source(obj) if args.source == "auto" else args.source
-        raw = convert_state_dict(obj, source)  # renamed, not yet checked
-    except FileNotFoundError as e:
+        obj = load_file(args.checkpoint)  # its errors name the file
+    except (FileNotFoundError, CheckpointReadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except CheckpointReadError as e:
-        message = str(e) if str(e).startswith(args.checkpoint) else f"{args.checkpoint}: {e}"
-        print(f"error: {message}", file=sys.stderr)
+    source = guess_source(obj) if args.source == "auto" else args.source
+    try:
+        raw = convert_state_dict(obj, source)  # renamed, not yet checked
+    except CheckpointReadError as e:  # readable, but no weights in it
+        print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
         return 2
     head = raw.get("head.projection.weight")
     overrides = {k: v for k, v in dict(num_frames=args.num_frames, input_size=args.input_size).items() if v}
