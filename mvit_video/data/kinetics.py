@@ -28,6 +28,7 @@ CSV_FORMAT = (
     "UTF-8 text, one video per line: 'path label' separated by a space, the label being the last field (paths may "
     "contain spaces), or 'path fn label', or 'path' alone (label 0)"
 )
+VIDEO_EXTS = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp"}
 FOREIGN_SEPARATORS = {"\t": "tab", ",": "comma", ";": "semicolon"}
 
 
@@ -63,7 +64,8 @@ def parse_video_line(path: Path, lineno: int, line: str, num_classes: int, sep: 
     """One ``path label`` line: the label is the last field, everything before it is the path (spaces and all).
     ``path fn label`` (a frame count in the middle, as frame-folder lists have) is read as such only when the
     path with the count in it does not exist and the shorter one does, or neither exists and the path has no
-    other separator."""
+    other separator. Two or more fields after a video file name (``a.mp4 1 2 3``) are extra columns, unless a
+    file of that whole name exists."""
     fields = line.rsplit(sep, 1)
     if len(fields) == 1:
         hint = _foreign_separator(line, sep)
@@ -82,6 +84,10 @@ def parse_video_line(path: Path, lineno: int, line: str, num_classes: int, sep: 
         raise DatasetFormatError(
             f"{path}:{lineno}: label {label} is out of range [0, {num_classes}) (data.num_classes={num_classes})"
         )
+    tokens = video.split(sep)
+    ends = [i for i, tok in enumerate(tokens[:-2]) if Path(tok).suffix.lower() in VIDEO_EXTS]
+    if ends and not Path(_join(prefix, video)).exists():  # 'a.mp4 1 2 3': columns after a file name, not a name
+        raise DatasetFormatError(f"{path}:{lineno}: {len(tokens) + 1} columns in {line!r}; expected {CSV_FORMAT}")
     head, _, middle = video.rpartition(sep)
     if head and middle.isdigit():  # 'path fn label' or a file name ending in ' 12'
         whole, short = _join(prefix, video), _join(prefix, head)
