@@ -283,3 +283,14 @@ def _decode_pytorchvideo(path: str, timeline: Timeline, start: float, span: floa
     return rotate(frames[:, idx].permute(1, 0, 2, 3).to(torch.uint8), degrees)  # (T, C, H, W)
 
 
+
+
+def read_frames(paths: list) -> torch.Tensor:
+    """Image files (JPEG frame folders of AVA and SSv2) as ``(T, C, H, W)`` uint8 RGB."""
+    from PIL import Image
+
+    def read(path) -> np.ndarray:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))  # (H, W, 3)
+
+    return torch.from_numpy(np.stack([read(p) for p in paths])).permute(0, 3, 1, 2)
