@@ -283,8 +283,6 @@ def _decode_pytorchvideo(path: str, timeline: Timeline, start: float, span: floa
     return rotate(frames[:, idx].permute(1, 0, 2, 3).to(torch.uint8), degrees)  # (T, C, H, W)
 
 
-
-
 def read_frames(paths: list) -> torch.Tensor:
     """Image files (JPEG frame folders of AVA and SSv2) as ``(T, C, H, W)`` uint8 RGB."""
     from PIL import Image
