@@ -177,3 +177,19 @@ def test_layer_decay_scales_the_whole_schedule_of_every_group(tmp_path):
     torch.testing.assert_close(ratio, (scales / scales.max()).to(ratio).expand_as(ratio), rtol=1e-9, atol=0)
     assert lrs[0, scales.argmax()] == pytest.approx(sched_cfg.warmup_start_lr)  # the top group's schedule is the base
     assert lrs[-1, scales.argmax()] == pytest.approx(sched_cfg.end_lr)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_debug_tiny_fits_every_experiment(name, tmp_path):
+    """``debug=tiny`` on every experiment: the tiny model, 8 frames, no workers, 2 batches, CPU; and no key that the
+    data group lacks (its datamodule would get an unexpected argument: instantiating it checks that)."""
+    register_resolvers()
+    cfg = compose_cfg([f"experiment={name}", "debug=tiny"], tmp_path / "out", tmp_path / "data")
+    instantiate(cfg.data)
+    with torch.device("meta"):
+        net = instantiate(cfg.model)
+    instantiate(cfg.task, net=net)
+    backbone = net.backbone if name.startswith("ava") else net
+    assert backbone.cfg.embed_dim == 32 and backbone.cfg.num_frames == cfg.data.num_frames == 8  # mvitv2_tiny
+    assert (cfg.data.num_workers, cfg.trainer.limit_train_batches, cfg.trainer.accelerator) == (0, 2, "cpu")
+    assert cfg.callbacks.progress_bar is None and not cfg.time_shuffle_control

@@ -368,7 +368,7 @@ def run_python_block(code, request, tmp):
         code = "from mvit_video.models import build_model\nmodel = build_model('mvitv2_s_16x4', num_classes=400)\n" + code
     for old, new in places.items():
         code = code.replace(old, new)
-    run(["python", "-c", code])
+    exec(compile(code, "README.md python block", "exec"), {})  # as pasted into a Python session
 
 
 @dataclass(frozen=True)
@@ -392,7 +392,7 @@ RUNNERS: list[Entry] = [
     Entry(r"^python scripts/prepare_kinetics\.py ", run_prepare_kinetics),
     Entry(r"^python scripts/convert_checkpoint\.py ", run_convert_checkpoint),
     Entry(r"^python scripts/ava_eval\.py ", run_ava_eval, slow=True),
-    Entry(r"^python scripts/bench_ava_eval\.py", run_bench_ava_eval),
+    Entry(r"^python scripts/bench_ava_eval\.py", run_bench_ava_eval, slow=True),
     Entry(r"^python scripts/predict\.py ", run_predict),
     Entry(r"^python scripts/export\.py ", run_export, slow=True),
     Entry(r"^python scripts/ava_demo\.py ", run_ava_demo, slow=True),
