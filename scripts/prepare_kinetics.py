@@ -24,20 +24,37 @@ EXTS = {".mp4", ".webm", ".mkv", ".avi", ".mov"}
 
 
 def reencode(src: Path, dst: Path, short_side: int) -> None:
-    """Re-encode with PyAV to H.264 at the given short side, keeping the frame rate."""
+    """Re-encode with PyAV to H.264 at the given short side, upright, keeping each frame's timestamp.
+
+    A phone video's display rotation is applied to the pixels (the output carries no rotation, as the ffmpeg CLI
+    writes it by default): the frames are then the same whichever decoder reads the output."""
     import av
+    import torch
+
+    from mvit_video.data.decoding import frame_rotation, rotate
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         vin = inp.streams.video[0]
-        w, h = vin.codec_context.width, vin.codec_context.height
-        scale = short_side / min(w, h)
-        ow, oh = max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
-        vout = out.add_stream("libx264", rate=vin.average_rate or 30)
-        vout.width, vout.height, vout.pix_fmt = ow, oh, "yuv420p"
+        vout = None
         for frame in inp.decode(vin):
+            if vout is None:  # sized from the first frame, upright
+                degrees = frame_rotation(frame, vin)
+                w, h = (frame.height, frame.width) if round(degrees / 90) % 2 else (frame.width, frame.height)
+                scale = short_side / min(w, h)
+                ow, oh = max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
+                vout = out.add_stream("libx264", rate=vin.average_rate or 30)
+                vout.width, vout.height, vout.pix_fmt = ow, oh, "yuv420p"
+                vout.codec_context.time_base = vin.time_base  # frame pts as decoded: VFR and start times kept
+            if degrees:
+                rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)  # (C, H, W)
+                upright = av.VideoFrame.from_ndarray(rotate(rgb, degrees).permute(1, 2, 0).contiguous().numpy(), "rgb24")
+                upright.pts, upright.time_base = frame.pts, frame.time_base
+                frame = upright
             for packet in vout.encode(frame.reformat(width=ow, height=oh, format="yuv420p")):
                 out.mux(packet)
+        if vout is None:
+            raise ValueError(f"{src}: no video frames")
         for packet in vout.encode():
             out.mux(packet)
 

@@ -238,3 +238,37 @@ def test_unreadable_videos_are_counted_once_per_file_in_every_split(tmp_path, ti
     assert f"test: 1 unreadable video(s), not scored: {bad_test}" in caplog.text
     assert f"val: 1 unreadable video(s), not scored: {bad_val}" in caplog.text
     assert torch.isfinite(torch.tensor(metrics["val/loss"]))
+
+
+def _timestamps(path: Path) -> list[float]:
+    import av
+
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        return [round(float(f.pts * stream.time_base), 3) for f in c.decode(stream)]
+
+
+def test_prepare_kinetics_short_side_keeps_phone_rotation_and_timestamps(video_zoo, tmp_path):
+    """--short-side re-encodes upright (the output has no rotation for a decoder to forget), keeps a variable
+    frame rate's timestamps and a trimmed download's start time. Before: rotated files came out sideways and VFR
+    files were skipped as unreadable (their timestamps collided in the encoder's 1/fps time base)."""
+    import torch.nn.functional as F
+
+    from .video_zoo import ffmpeg_frames
+
+    tree = tmp_path / "videos" / "train" / "air drumming"
+    tree.mkdir(parents=True)
+    names = ("rotate90.mp4", "rotate270.mp4", "vfr.mp4", "start_offset.mp4")
+    for name in names:
+        shutil.copy(video_zoo[name], tree / name)
+    done = _prepare(tmp_path / "videos", "--out", tmp_path / "data", "--short-side", 32)
+    assert done.returncode == 0 and "train: 4 videos" in done.stdout, done.stdout + done.stderr
+    out = tmp_path / "data" / "videos" / "train" / "air drumming"
+    for name in ("vfr.mp4", "start_offset.mp4"):
+        assert _timestamps(out / name) == _timestamps(video_zoo[name]), name
+    for name in ("rotate90.mp4", "rotate270.mp4"):
+        ours = ffmpeg_frames(out / name)[0].float()  # (C, H, W), as stored
+        upright = ffmpeg_frames(video_zoo[name])[0].float()[None]  # the ffmpeg CLI applies the rotation
+        assert ours.shape[1:] == (48, 32), name  # 96x64 landscape pixels shown as portrait
+        ref = F.interpolate(upright, size=ours.shape[1:], mode="area")[0]
+        assert (ours - ref).abs().mean() < 0.5 * (ours - ref.flip(1, 2)).abs().mean(), name  # not upside down
