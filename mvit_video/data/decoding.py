@@ -182,8 +182,9 @@ def rotate(frames: torch.Tensor, degrees: float) -> torch.Tensor:
 
 
 def frame_rotation(frame, stream) -> float:
-    """The display rotation of a PyAV frame in degrees counter-clockwise: ``frame.rotation`` (PyAV >= 14), else
-    the legacy ``rotate`` tag of older FFmpeg's demuxers (clockwise degrees)."""
+    """The display rotation of a PyAV frame in degrees counter-clockwise: ``frame.rotation`` (the display matrix;
+    PyAV 18 has it, checked against the ffmpeg CLI by the zoo tests), else the ``rotate`` tag that FFmpeg 5 and
+    older demuxers export (clockwise degrees; a fallback for older PyAV, not exercised by the tests here)."""
     if hasattr(frame, "rotation"):
         return float(frame.rotation or 0)
     return -float(stream.metadata.get("rotate", 0) or 0)
@@ -276,7 +277,7 @@ def _decode_pytorchvideo(path: str, timeline: Timeline, start: float, span: floa
             raise VideoReadError(f"no frames decoded in [{start:.2f}, {start + span:.2f}) s of {path}")
     finally:
         video.close()
-    with av.open(path) as container:  # the rotation is a property of the frames (PyAV >= 14)
+    with av.open(path) as container:  # PyAV gives the rotation with the frames
         stream = container.streams.video[0]
         degrees = frame_rotation(next(container.decode(stream)), stream)
     idx = torch.linspace(0, frames.shape[1] - 1, num_frames).long()  # uniform, repeats frames if short
