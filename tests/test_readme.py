@@ -264,7 +264,7 @@ def run_ava_train(tokens, request, tmp):
         run_dir = tmp / "run"
         train(cmd, run_dir, _fix(request, "data_dir"))
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert (run_dir / "detections" / "detections_val_rank0.csv").is_file()
+    _detections(run_dir)
 
 
 def run_ssv2(tokens, request, tmp):
@@ -279,6 +279,13 @@ def run_ssv2(tokens, request, tmp):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+def _detections(run_dir: Path) -> Path:
+    """The run's validation detections CSV (one file, all ranks' rows)."""
+    found = sorted((run_dir / "detections").glob("detections_val*.csv"))
+    assert len(found) == 1, f"expected one detections CSV in {run_dir / 'detections'}, found {found}"
+    return found[0]
+
+
 def _ava_places(request) -> dict[str, str]:
     ann = _fix(request, "ava_root") / "annotations"
     run_dir = _fix(request, "ava_run")
@@ -286,7 +293,7 @@ def _ava_places(request) -> dict[str, str]:
         "ava_action_list_v2.2_for_activitynet_2019.pbtxt": str(ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt"),
         "ava_val_v2.2.csv": str(ann / "ava_val_v2.2.csv"),
         "ava_val_excluded_timestamps_v2.2.csv": str(ann / "ava_val_excluded_timestamps_v2.2.csv"),
-        "detections.csv": str(run_dir / "detections" / "detections_val_rank0.csv"),
+        "detections.csv": str(_detections(run_dir)),
         "AVA.ckpt": str(run_dir / "checkpoints" / "last.ckpt"),
         "data/ava/frames/VIDEO": str(_fix(request, "ava_root") / "frames" / "val000"),
     }
@@ -353,6 +360,49 @@ def run_resume(tokens, request, tmp):
     assert any("resume" in n for n in _function_names(path)), "tests/test_stops.py has no resume test"
 
 
+def run_signal(tokens, request, tmp):
+    """A signal sent to a running job (``kill -INT/-TERM/-USR2 PID``, ``scancel --signal=USR2 JOBID``, ``timeout``):
+    run for real by tests/test_stops.py (by hand) and tests/test_slurm.py (under Slurm)."""
+    run_resume(tokens, request, tmp)
+    if tokens[0] == "scancel":
+        assert "test_preemption_signal_requeues_and_resumes_to_the_same_result" in _function_names(
+            ROOT / "tests" / "test_slurm.py"
+        )  # fmt: skip
+
+
+def run_make_target(tokens, request, tmp):
+    """``make TARGET`` other than demo/test: the Makefile has the target (they install, run suites or benchmarks)."""
+    assert re.search(rf"^{re.escape(tokens[1])}:", (ROOT / "Makefile").read_text(), re.M), f"Makefile: no {tokens[1]}"
+
+
+def run_pip_install(tokens, request, tmp):
+    """``pip install 'mvit_video[extra]'`` / ``'.[extra]'``: every extra named is declared in pyproject.toml."""
+    section = (ROOT / "pyproject.toml").read_text().split("[project.optional-dependencies]")[1].split("\n[")[0]
+    extras = set(re.findall(r"^([\w-]+)\s*=", section, re.M))
+    named = [e for t in tokens[2:] for e in re.findall(r"\[([^\]]+)\]", t) for e in e.split(",")]
+    assert named and set(named) <= set(extras), (named, sorted(extras))
+
+
+def run_model_report(tokens, request, tmp):
+    """The model report, for one preset (all of them take minutes of FLOP counting)."""
+    res = run([*tokens, "--only", "mvitv2_s_16x4"] if "--only" not in tokens else tokens)
+    assert "all parameter counts equal" in res.stdout, res.stdout
+
+
+def run_recipe_diff(tokens, request, tmp):
+    """Run by tests/test_configs.py::test_recipe_diff_passes_on_every_experiment."""
+    assert "test_recipe_diff_passes_on_every_experiment" in _function_names(ROOT / "tests" / "test_configs.py")
+
+
+def run_make_synthetic(tokens, request, tmp):
+    """A synthetic Kinetics-format set, small: 2 classes, 1 video per class and split."""
+    out = tmp / "synthetic"
+    cmd = [*tokens[:2], str(out), *tokens[3:], "--num-classes", "2", "--train-per-class", "1", "--val-per-class", "1",
+           "--test-per-class", "1", "--workers", "1"]  # fmt: skip
+    run(cmd)
+    assert (out / "train.csv").is_file()
+
+
 def run_python_block(code, request, tmp):
     """A ```python block, as written, with its placeholder files replaced by fixtures."""
     places = {
@@ -383,6 +433,12 @@ RUNNERS: list[Entry] = [
     Entry(r"^make test$", run_make_test),
     Entry(r"-m hydra/launcher=slurm", run_slurm),
     Entry(r"ckpt_path=last", run_resume),
+    Entry(r"^(kill|scancel|timeout) ", run_signal),
+    Entry(r"^make (install|test-slow|test-slurm|lint|bench|report|clean)$", run_make_target),
+    Entry(r"^pip install ", run_pip_install),
+    Entry(r"^python scripts/model_report\.py", run_model_report, slow=True),
+    Entry(r"^python scripts/recipe_diff\.py", run_recipe_diff),
+    Entry(r"^python scripts/make_synthetic\.py \S+", run_make_synthetic, slow=True),
     Entry(r"^python train\.py experiment=demo\b", run_demo),
     Entry(r"^python train\.py .*train=false .*ckpt_path=", run_evaluate),
     Entry(r"^python train\.py data=kinetics data\.root=\S+ data\.num_classes=\S+$", run_own_dataset),
@@ -426,6 +482,6 @@ def test_readme_command_runs(kind, command, entry, request, tmp_path):
 def test_every_readme_command_is_found():
     """The parser sees the README's commands (continuation lines joined, comments dropped)."""
     commands = [c for k, c in readme_commands(README.read_text()) if k == "bash"]
-    assert commands and all("\\" not in c and "#" not in c.split("=")[0] for c in commands)
+    assert commands and not [c for c in commands if "\\" in c or " #" in c]
     joined = readme_commands("```bash\npython a.py x \\\n    y  # note\n\n```\n")
     assert joined == [("bash", "python a.py x y")]
