@@ -79,7 +79,7 @@ class VideoClassificationModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # distinct files over the epoch and every process (a file failing twice, or in two workers, counts once)
-        self.log("train/skipped_videos", float(self._report_unreadable("train", "train")))
+        self.log("train/skipped_videos", float(self._report_unreadable("train", "train")), sync_dist=True)
 
     def _views_metric(self, loader: Any) -> MultiViewAccuracy:
         dataset = loader.dataset
@@ -98,9 +98,10 @@ class VideoClassificationModule(L.LightningModule):
 
     def _log_views(self, metric: MultiViewAccuracy, split: str, prefix: str) -> None:
         """``prefix/top1``, ``/top5``, ``/videos`` (how many videos they cover) and ``/unreadable_videos``."""
+        # already global (the metric and the names are gathered from every process): sync_dist averages equal values
         for name, value in metric.compute().items():
-            self.log(f"{prefix}/{name}", value, prog_bar=name == "top1")
-        self.log(f"{prefix}/unreadable_videos", float(self._report_unreadable(split, prefix)))
+            self.log(f"{prefix}/{name}", value, prog_bar=name == "top1", sync_dist=True)
+        self.log(f"{prefix}/unreadable_videos", float(self._report_unreadable(split, prefix)), sync_dist=True)
         metric.reset()
 
     def _report_unreadable(self, split: str, prefix: str) -> int:
