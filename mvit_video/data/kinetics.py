@@ -1,8 +1,14 @@
 """Kinetics-400/600/700 (and any dataset in that format): CSV parsing, a map-style dataset, a datamodule.
 
-Layout (spec §6.1): ``ROOT/{train,val,test}.csv``, one video per line, ``path label`` separated by a space
-(also accepted: ``path fn label`` and ``path`` alone, label 0); relative paths are joined to ``path_prefix``
-(default: ``ROOT``). Optional ``ROOT/classnames.txt``: one class name per line, in label order.
+Layout (spec §6.1): ``ROOT/{train,val,test}.csv``, UTF-8, one video per line, ``path label`` separated by a
+space, the label being the last field (so paths may hold spaces: every Kinetics class name does); also accepted:
+``path fn label`` and ``path`` alone (label 0). Relative paths are joined to ``path_prefix`` (default: ``ROOT``).
+Optional ``ROOT/classnames.txt``: one class name per line, in label order. ``check_files`` reads them all before
+training starts.
+
+Unreadable videos: in training a sample whose file cannot be decoded is replaced by a random other one; in val and
+test it is not (it would be scored twice) but comes back marked ``valid=False``. Every sample carries the names of
+the files that failed for it (``unreadable``), which the task counts once per file across workers and processes.
 """
 
 from __future__ import annotations
