@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_kinetics):
     tmp = tmp_path_factory.mktemp("ckpt")
-    run(_cfg(tmp, tiny_kinetics, ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "test=false"]))
+    run(_cfg(tmp, tiny_kinetics, ["debug=tiny", "test=false"]))  # the tiny model, 8 frames; crop and views: BASE
     return tmp / "out" / "checkpoints" / "last.ckpt"
 
 
