@@ -186,13 +186,15 @@ def run_make_test(tokens, request, tmp):
 
 
 def run_own_dataset(tokens, request, tmp):
-    """`python train.py data=kinetics data.root=DIR data.num_classes=K`: the fixture ran it; check it again here
-    against the README's exact overrides (same keys, the placeholders substituted)."""
-    assert "data=kinetics" in tokens and any(t.startswith("data.root=") for t in tokens), tokens
+    """`python train.py data=kinetics data.root=DIR data.num_classes=K` (the pattern allows nothing else): the
+    ``cls_run`` fixture runs it. It trained and tested with the defaults of a run without experiment."""
+    from omegaconf import OmegaConf
+
     run_dir = _fix(request, "cls_run")
-    overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
-    assert "data=kinetics" in overrides and "debug=tiny" in overrides
-    assert (run_dir / "metrics.csv").is_file()
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    assert cfg.task_name == "train" and cfg.data.num_classes == NUM_CLASSES and not cfg.time_shuffle_control
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/top1", "test/top1"} <= set(header), header
 
 
 def _kinetics_places(request) -> dict[str, str]:
