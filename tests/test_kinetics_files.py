@@ -117,7 +117,8 @@ def test_csv_path_ending_in_a_number_is_kept_when_that_file_exists(tmp_path):
     (tmp_path / "a.mp4 1 2").write_bytes(b"")  # a name that would otherwise be 'a.mp4' and two extra columns
     (tmp_path / "train.csv").write_text("clip 12 1\na.mp4 1 2 0\n")
     assert read_video_csv(tmp_path / "train.csv", 3, prefix=tmp_path) == [
-        (str(tmp_path / "clip 12"), 1), (str(tmp_path / "a.mp4 1 2"), 0)
+        (str(tmp_path / "clip 12"), 1),
+        (str(tmp_path / "a.mp4 1 2"), 0),
     ]
     (tmp_path / "train.csv").write_text("clip 12 1\nb.mp4 1 2 0\n")
     with pytest.raises(DatasetFormatError, match=r"train\.csv:2: 4 columns in 'b\.mp4 1 2 0'"):

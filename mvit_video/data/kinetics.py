@@ -83,8 +83,7 @@ def parse_video_line(path: Path, lineno: int, line: str, num_classes: int, sep: 
         label = int(label_text)
     except ValueError:
         raise DatasetFormatError(
-            f"{path}:{lineno}: label {label_text!r} is not an integer{_foreign_separator(line, sep)}; "
-            f"expected {CSV_FORMAT}"
+            f"{path}:{lineno}: label {label_text!r} is not an integer{_foreign_separator(line, sep)}; expected {CSV_FORMAT}"
         ) from None
     if not 0 <= label < num_classes:
         raise DatasetFormatError(

@@ -154,4 +154,3 @@ def checkpoint_metadata(net: nn.Module, trainer: L.Trainer | None) -> dict[str, 
     if datamodule is not None and hasattr(datamodule, "metadata"):
         meta.update(datamodule.metadata())
     return meta
-
