@@ -231,7 +231,7 @@ class KineticsDataset(Dataset):
         raise RuntimeError(f"{self.max_retries + 1} videos in a row could not be decoded; last: {source_name(path)}")
 
     @staticmethod
-    def _sample(video: torch.Tensor, label: int, video_idx: int, view: int, unreadable: list[str], valid: bool):
+    def _sample(video: torch.Tensor, label: int, video_idx: int, view: int, unreadable: list[str], valid: bool) -> dict[str, Any]:
         """``skipped``: failed attempts for this sample (kept for callers that counted them); ``unreadable``: their
         file names, which the task counts once per file across workers and processes."""
         return {
