@@ -345,6 +345,7 @@ def run_slurm(tokens, request, tmp):
 
     from mvit_video.train import register_resolvers
 
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the slurm extra is not installed")
     names = _function_names(ROOT / "tests" / "test_slurm.py")
     assert {"test_two_nodes_train_as_one_process_with_the_same_global_batch",
             "test_a_two_point_sweep_submits_two_jobs_and_finds_both_results"} <= names  # fmt: skip
