@@ -1,22 +1,32 @@
-"""Preemption and time limits on SLURM: checkpoint mid-epoch on the warning signal, requeue, resume exactly.
+"""Stopping loses nothing: a signal gives a checkpoint of the last finished step, a non-zero exit, and an exact resume.
 
-SLURM sends a signal some time before it stops a job (``#SBATCH --signal=USR2@120``, which hydra-submitit-launcher
-writes from ``signal_delay_s``; ``scancel --signal=USR2 JOB`` sends it by hand). ``Preemption`` catches it, and at
-the next batch end, on every rank at the same step:
+The signals (``Preemption``'s ``signals``):
 
-1. saves ``checkpoints/last.ckpt`` in the run directory (which is the same folder for every requeue of the job);
-   the checkpoint carries the model, optimizer, scheduler, loop progress, the datamodule's position in the epoch
-   and the random generators' states;
-2. requeues the job (rank 0: ``scontrol requeue $SLURM_JOB_ID``) and exits without a result, so submitit does not
-   see a finished job.
+- ``SIGUSR2``: SLURM's warning before a time limit or a preemption (``#SBATCH --signal=USR2@120``, which
+  hydra-submitit-launcher writes from ``signal_delay_s``; ``scancel --signal=USR2 JOB`` sends it by hand);
+- ``SIGTERM``: ``kill PID``, ``docker stop``, ``timeout``, Kubernetes, SLURM without ``--signal``;
+- ``SIGINT``: Ctrl-C. A second signal stops at once, without a checkpoint (a third Ctrl-C kills).
+
+``Preemption`` catches them during training (from ``on_train_start``, so it replaces Lightning's own SIGTERM
+handler, which would end ``fit`` without a checkpoint and exit 0) and, on every rank at the same step:
+
+1. saves ``checkpoints/last.ckpt`` in the run directory at the next batch end; a signal during the last batch of an
+   epoch or its validation waits for the epoch's end, so the epoch's validation and checkpoints are not lost. The
+   checkpoint carries the model, optimizer, scheduler, loop progress, the datamodule's position in the epoch
+   and the random generators' states, and is written to a temporary file first: a second signal while saving leaves
+   the previous last.ckpt whole;
+2. under SLURM, for SIGUSR2 and SIGTERM, requeues the job (rank 0: ``scontrol requeue $SLURM_JOB_ID``);
+3. exits with ``128 + signal number`` (SIGINT 130, SIGTERM 143, SIGUSR2 140), without running the test, so neither
+   a shell, a scheduler nor submitit sees a finished job.
 
 The requeued job runs the same command again; ``mvit_video.train.run`` resumes from that ``last.ckpt`` when
-``SLURM_RESTART_COUNT`` is set, and the rest of the epoch sees the same samples with the same augmentations as
-an uninterrupted run would have.
+``SLURM_RESTART_COUNT`` is set (by hand: ``ckpt_path=last``), and the rest of the epoch sees the same samples with
+the same augmentations as an uninterrupted run would have. ``ResumableCSVLogger`` continues its ``metrics.csv``.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import random
@@ -29,50 +39,144 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 log = logging.getLogger(__name__)
 
+SLURM_SIGNALS = ("SIGUSR2", "SIGTERM")  # a scheduler's stop: requeue; SIGINT is a person's stop: no requeue
+
 
 class Preemption(L.Callback):
-    """Mid-epoch checkpoint + requeue on ``signal_name`` (default SIGUSR2, submitit's). Outside SLURM the signal still
-    gives a resumable checkpoint and a clean stop (exit code ``exit_code``)."""
+    """On any of ``signals`` during training: checkpoint (``dirpath/last.ckpt``), requeue under SLURM, exit with
+    ``exit_code`` (default ``128 + signal number``)."""
 
-    def __init__(self, dirpath: str, signal_name: str = "SIGUSR2", requeue: bool = True, exit_code: int = 3) -> None:
+    def __init__(
+        self, dirpath: str, signals: tuple[str, ...] | list[str] = ("SIGUSR2", "SIGTERM", "SIGINT"),
+        requeue: bool = True, exit_code: int | None = None, crash_checkpoint: bool = True,
+    ) -> None:  # fmt: skip
         self.dirpath = Path(dirpath)
-        self.signum = getattr(signal, signal_name)
-        self.requeue, self.exit_code = requeue, exit_code
-        self.received = False
-        self._previous: Any = None
+        self.signums = [getattr(signal, name) for name in signals]
+        self.requeue, self.exit_code, self.crash_checkpoint = requeue, exit_code, crash_checkpoint
+        self.received: int | None = None  # the first signal's number
+        self._saved_at_epoch_end = False
+        self._previous: dict[int, Any] = {}
+        self._last_batch_end: dict[str, Any] | None = None  # for crash.ckpt: the state after the last finished step
 
-    def _handler(self, signum, frame) -> None:  # only sets a flag: the work happens at a batch end
-        log.warning("received %s: checkpoint at the next batch end", signal.Signals(signum).name)
-        self.received = True
+    def _handler(self, signum: int, frame) -> None:
+        """The first signal only sets a flag (the work happens at a batch end); a second one stops now."""
+        name = signal.Signals(signum).name
+        if self.received is None:
+            self.received = signum
+            log.warning("received %s: checkpoint at the next batch end, then exit (again: stop now, no checkpoint)", name)
+            return
+        log.warning("received %s again: stopping now, without a checkpoint", name)
+        self._restore()
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # a third Ctrl-C kills
+        raise SystemExit(128 + signum)
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and self._previous is None:
-            self._previous = signal.signal(self.signum, self._handler)  # replaces submitit's own handler
+    def _install(self) -> None:
+        for signum in self.signums:
+            previous = signal.signal(signum, self._handler)
+            self._previous.setdefault(signum, previous)
 
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and self._previous is not None:
-            signal.signal(self.signum, self._previous)
-            self._previous = None
+    def _restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After Lightning registered its SIGTERM handler (``_SignalConnector``): ours replaces it for training, and
+        # Lightning's teardown puts the handlers from before ``fit`` back.
+        self.received, self._saved_at_epoch_end = None, False
+        self._install()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+        if self._agree(trainer):  # the signal came after the last batch: training is complete, but stop (no test)
+            if not self._saved_at_epoch_end:
+                self._save(trainer)
+            self._stop(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+        if self.crash_checkpoint and isinstance(exception, Exception):
+            self._save_crash(trainer, exception)
+
+    def _save_crash(self, trainer: L.Trainer, exception: Exception) -> None:
+        """An error in a training step: ``checkpoints/crash.ckpt`` holds the state after the last finished step, so
+        ``ckpt_path=<it>`` goes on exactly from there once the cause is fixed; the error is then re-raised (by
+        Lightning). Only where that state is still whole: one process, in the training batches of an epoch (not
+        its validation), before the failing batch's optimizer step changed the weights."""
+        snap = self._last_batch_end
+        if (
+            snap is None or trainer.world_size > 1 or not trainer.training or trainer.sanity_checking
+            or trainer.global_step != snap["global_step"] or trainer.current_epoch != snap["epoch"]
+        ):  # fmt: skip
+            log.error("no crash checkpoint (%s): the last consistent one is %s", type(exception).__name__,
+                      self.dirpath / "last.ckpt")  # fmt: skip
+            return
+        ckpt = trainer._checkpoint_connector.dump_checkpoint()
+        ckpt["callbacks"][self.state_key] = snap["rng"]  # the generators as they were after the last step
+        if trainer.datamodule is not None and type(trainer.datamodule).__qualname__ in ckpt:
+            ckpt[type(trainer.datamodule).__qualname__] = {"epoch": snap["epoch"], "batches": snap["batches"]}
+        # Lightning adds 1 on restart (it expects a save at a batch end, before its own increment)
+        ckpt["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] = snap["batches_that_stepped"]
+        path = self.dirpath / "crash.ckpt"
+        trainer.strategy.save_checkpoint(ckpt, path)
+        log.error("%s at global step %d: state after the last finished step saved to %s; resume with ckpt_path=%s",
+                  type(exception).__name__, trainer.global_step, path, path)  # fmt: skip
+
+    def _agree(self, trainer: L.Trainer) -> bool:
+        """Ranks get the signal at slightly different moments: any rank's signal stops all, at the same step."""
+        return bool(trainer.strategy.reduce_boolean_decision(self.received is not None, all=False))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        # Ranks get the signal at slightly different moments: agree (any rank) so all save at the same step.
-        if not trainer.strategy.reduce_boolean_decision(self.received, all=False):
-            return
+        batches = trainer.fit_loop.epoch_loop
+        self._last_batch_end = None if batches.batch_progress.is_last_batch else {
+            "global_step": trainer.global_step, "epoch": trainer.current_epoch, "rng": self.state_dict(),
+            "batches": batches.batch_progress.current.processed, "batches_that_stepped": batches._batches_that_stepped,
+        }  # fmt: skip
+        if not self._agree(trainer) or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the last batch of an epoch: wait for its validation and checkpoints (on_train_epoch_end)
+        self._save(trainer)
+        self._stop(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Ours runs before the ModelCheckpoint callbacks (Lightning puts them last): save now, stop when they are done
+        # (at the next epoch's start, or at the end of training).
+        if self._agree(trainer):
+            self._save(trainer)
+            self._saved_at_epoch_end = True
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_batch_end = None
+        if self._saved_at_epoch_end:
+            self._stop(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
         path = self.dirpath / "last.ckpt"
-        trainer.save_checkpoint(path)
-        log.warning("preemption checkpoint at global step %d: %s", trainer.global_step, path)
+        tmp = path.with_name(".last.ckpt.tmp")
+        trainer.save_checkpoint(tmp)  # rank 0 writes; every rank takes part
+        if trainer.is_global_zero:
+            os.replace(tmp, path)  # whole or not at all: a second signal while writing leaves the old last.ckpt
+        log.warning("preemption checkpoint at global step %d: %s", trainer.global_step, path)  # test_slurm reads it
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        signum = self.received if self.received is not None else signal.SIGTERM  # another rank's signal
         job = os.environ.get("SLURM_JOB_ID")
-        if trainer.is_global_zero and self.requeue and job:
+        requeue = self.requeue and job and signal.Signals(signum).name in SLURM_SIGNALS
+        if trainer.is_global_zero and requeue:
             result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, check=False)
             log.warning("scontrol requeue %s: %s", job, (result.stdout + result.stderr).strip() or "ok")
         for lg in trainer.loggers:  # the CSV logger buffers rows: write them before leaving
             lg.save()
         sys.stdout.flush()
-        # SystemExit, not a return: a returning job would write submitit's result file and count as finished.
-        raise SystemExit(self.exit_code)
+        # SystemExit, not a return: a returning job would write submitit's result file and count as finished, and
+        # ``run`` would go on to test.
+        raise SystemExit(self.exit_code if self.exit_code is not None else 128 + signum)
 
     def state_dict(self) -> dict[str, Any]:
         """The generators' states at the checkpoint, so dropout, drop-path and mixup continue identically."""
@@ -91,3 +195,49 @@ class Preemption(L.Callback):
         random.setstate(state["python"])
         if state["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSV logger, which on a resumed run continues ``metrics.csv`` instead of deleting it: the rows of
+    the earlier run up to the checkpoint are kept, the new ones appended, the header becomes the union of keys."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resume_step: int | None = None
+
+    def continue_from(self, global_step: int) -> None:
+        """Keep the rows logged before ``global_step`` (call before ``fit``). Lightning numbers a row by the batches
+        done before it, so the checkpoint's step is the first the resumed run logs: rows from ``global_step`` on
+        were logged by the stopped run after its checkpoint (e.g. the next epoch's learning rate) and come again."""
+        self.resume_step = global_step
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None and self.resume_step is not None and rank_zero_only.rank == 0:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(self.log_dir, self.resume_step)
+        return super().experiment
+
+
+class _ContinuingWriter(ExperimentWriter):
+    def __init__(self, log_dir: str, resume_step: int) -> None:
+        self.resume_step = resume_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        """Instead of deleting the old metrics.csv: keep its rows before the resumed step and its header."""
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            rows = [r for r in reader if r.get("step") in (None, "") or int(float(r["step"])) < self.resume_step]
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+        self.metrics_keys = header  # new keys later rewrite the file with the union
+        log.info("continuing %s: kept %d rows before step %d", path, len(rows), self.resume_step)

@@ -7,6 +7,7 @@ import csv
 import logging
 import math
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from .callbacks import ResumableCSVLogger
 from .models.convert import load_pretrained
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = _resolve_ckpt_path(cfg, output_dir)  # a run dir without last.ckpt: fail before any work
 
     datamodule = instantiate(cfg.data)
     with _file_lock(Path(cfg.paths.data_dir) / ".prepare.lock"):  # every process of a multi-node job gets here
@@ -59,16 +63,23 @@ def run(cfg: DictConfig) -> dict[str, float]:
         plugins.append(SLURMEnvironment(auto_requeue=False))  # Lightning's rank-0-only SIGUSR1 handler as well
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
 
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path is None and int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0:
-        ckpt_path = "last"  # a requeued SLURM job (preempted or timed out): go on from its run dir's last.ckpt
-        log.info("SLURM restart %s: resuming from last.ckpt", os.environ["SLURM_RESTART_COUNT"])
-    if ckpt_path == "last" and not (output_dir / "checkpoints" / "last.ckpt").is_file():
-        ckpt_path = None  # nothing to resume yet: a fresh start
-    elif ckpt_path == "last":
-        ckpt_path = str(output_dir / "checkpoints" / "last.ckpt")
+    if ckpt_path is not None and cfg.train:
+        _continue_logs(trainer, Path(ckpt_path))
 
     metrics: dict[str, float] = {}
+    try:
+        _fit_and_test(cfg, trainer, task, datamodule, ckpt_path, metrics)
+    except SIGTERMException as stop:  # Lightning's SIGTERM handler outside training (setup, sanity check, test)
+        raise SystemExit(128 + signal.SIGTERM) from stop  # its SystemExit has no code: the shell would see 0
+    metrics["time_s"] = time.time() - start
+    if trainer.is_global_zero:
+        plot_curves(output_dir / "metrics.csv", output_dir / "curves.png")
+        print_summary(metrics, output_dir)
+    return metrics
+
+
+def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, task, datamodule, ckpt_path: str | None,
+                  metrics: dict[str, float]) -> None:  # fmt: skip
     if cfg.train:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(_floats(trainer.callback_metrics))
@@ -83,11 +94,48 @@ def run(cfg: DictConfig) -> dict[str, float]:
             metrics.update(_floats(trainer.callback_metrics))
             datamodule.set_time_shuffle(False)
             task.test_prefix = "test"
-    metrics["time_s"] = time.time() - start
-    if trainer.is_global_zero:
-        plot_curves(output_dir / "metrics.csv", output_dir / "curves.png")
-        print_summary(metrics, output_dir)
-    return metrics
+
+
+def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
+    """``ckpt_path``, with ``last`` made this run dir's ``checkpoints/last.ckpt``. A missing last.ckpt is an error
+    (a new run dir is the usual cause), except for a requeued SLURM job preempted before its first save."""
+    ckpt_path = cfg.get("ckpt_path")
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    requeued = ckpt_path is None and restarts > 0
+    if requeued:
+        ckpt_path = "last"  # a requeued SLURM job (preempted or timed out): go on from its run dir's last.ckpt
+        log.info("SLURM restart %d: resuming from last.ckpt", restarts)
+    if ckpt_path != "last":
+        return ckpt_path
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return str(last)
+    if requeued:
+        log.warning("SLURM restart %d: no %s (stopped before its first checkpoint): starting from scratch", restarts, last)
+        return None
+    runs = Path(cfg.paths.log_dir) / cfg.task_name
+    found = sorted(runs.glob("*runs/**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    hint = "\n".join(f"    hydra.run.dir={p.parent.parent}" for p in found[:5]) or f"    (none under {runs})"
+    raise FileNotFoundError(
+        f"ckpt_path=last: no checkpoint to resume: {last} does not exist.\n"
+        f"  ckpt_path=last resumes the run in the run dir, which is {output_dir}; point hydra.run.dir=<run dir> at the "
+        "earlier run (a new command gets a new, timestamped run dir), or give ckpt_path=/path/to/file.ckpt.\n"
+        f"  Run dirs with a last.ckpt, newest first:\n{hint}"
+    )
+
+
+def _continue_logs(trainer: L.Trainer, ckpt_path: Path) -> None:
+    """A resumed run continues the CSV log of the run dir (rows before the checkpoint's step kept)."""
+    loggers = [lg for lg in trainer.loggers if isinstance(lg, ResumableCSVLogger)]
+    if not loggers:
+        return
+    try:  # mmap: reads the few bytes of global_step, not the weights
+        step = int(torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)["global_step"])
+    except Exception as err:  # noqa: BLE001  (fit reports a bad checkpoint with Lightning's own error)
+        log.warning("could not read global_step from %s (%s): metrics.csv starts anew", ckpt_path, err)
+        return
+    for lg in loggers:
+        lg.continue_from(step)
 
 
 @contextlib.contextmanager

@@ -43,3 +43,65 @@ class SignalAtStep:
                     os.kill(os.getpid(), getattr(signal, signal_name))
 
         return _Send()
+
+
+class CopyLastAtEpochStart:
+    """A test callback: at the start of training epoch ``epoch``, copies ``checkpoints/last.ckpt`` (then the
+    end-of-epoch checkpoint of the epoch before) to ``dest``, as if the run had been stopped right after it."""
+
+    def __new__(cls, epoch: int, dest: str):
+        import shutil
+        from pathlib import Path
+
+        import lightning as L
+
+        class _Copy(L.Callback):
+            def on_train_epoch_start(self, trainer, pl_module):
+                if trainer.current_epoch == epoch:
+                    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt", dest)
+
+        return _Copy()
+
+
+class WaitForSignalAtStep:
+    """A test callback for runs stopped from outside: at the end of the batch that makes global step ``step`` it
+    writes ``marker`` (the test then sends its signal) and waits until the ``Preemption`` callback has received
+    one, so the stop checkpoint always comes at the next batch end (global step ``step + 1``)."""
+
+    def __new__(cls, step: int, marker: str, timeout_s: float = 120.0):
+        import time
+        from pathlib import Path
+
+        import lightning as L
+
+        from mvit_video.callbacks import Preemption
+
+        class _Wait(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                if trainer.global_step != step:
+                    return
+                (stopper,) = [cb for cb in trainer.callbacks if isinstance(cb, Preemption)]
+                Path(marker).write_text(str(step))
+                deadline = time.monotonic() + timeout_s
+                while stopper.received is None and time.monotonic() < deadline:
+                    time.sleep(0.05)  # the handler runs in this thread, between two sleeps
+                if stopper.received is None:
+                    raise TimeoutError(f"no signal within {timeout_s} s of {marker}")
+
+        return _Wait()
+
+
+class FailAtStep:
+    """A test callback: raises ``RuntimeError`` inside the training step that would make global step ``step + 1``
+    (after forward and backward, just before the optimizer step), as a bug or a bad batch would."""
+
+    def __new__(cls, step: int):
+        import lightning as L
+
+        class _Fail(L.Callback):
+            def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+                if trainer.global_step == step:
+                    raise RuntimeError(f"injected failure at step {step}")
+
+        return _Fail()

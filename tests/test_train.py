@@ -1,5 +1,7 @@
 """End to end: a short training run on synthetic files, checkpoint metadata, resume."""
 
+import csv
+
 import torch
 
 from mvit_video.train import run
@@ -71,7 +73,8 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, t
     weights and optimizer state equal an uninterrupted run's (same samples, augmentations, dropout)."""
     import pytest
 
-    common = ["trainer.max_epochs=2", "test=false", "data.train_jitter_scales=[48,64]", "model.drop_path_rate=0.1"]
+    common = ["trainer.max_epochs=2", "test=false", "data.train_jitter_scales=[48,64]", "model.drop_path_rate=0.1",
+              "trainer.log_every_n_steps=1"]  # fmt: skip
     run(_cfg(tmp_path / "plain", tiny_kinetics, common))
     steps, plain_sd, plain_opt = _final_state(tmp_path / "plain" / "out")
     assert steps == 8
@@ -80,7 +83,7 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, t
                                                        "+callbacks.signal.step=2"])  # fmt: skip
     with pytest.raises(SystemExit) as stop:
         run(preempted)
-    assert stop.value.code == 3
+    assert stop.value.code == 128 + 12  # 128 + SIGUSR2
     saved = torch.load(tmp_path / "pre" / "out" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["global_step"] == 3 and saved["epoch"] == 0  # mid-epoch
     assert saved["KineticsDataModule"] == {"epoch": 0, "batches": 3}
@@ -91,3 +94,76 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, t
     for key, value in plain_sd.items():
         torch.testing.assert_close(resumed_sd[key], value, rtol=0, atol=1e-6, msg=key)
     torch.testing.assert_close(resumed_opt[0]["exp_avg"], plain_opt[0]["exp_avg"], rtol=0, atol=1e-7)
+    # the resumed run continued metrics.csv: the first part's rows kept, none twice
+    rows = list(csv.DictReader((tmp_path / "pre" / "out" / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows if r.get("train/loss_step")] == list(range(8))
+    assert [r["epoch"] for r in rows if r.get("val/top1")] == ["0", "1"]
+
+    # A crash (an exception in the step after step 5, past forward and backward) loses nothing either: crash.ckpt
+    # holds the state after step 5, the error reaches the caller, and resuming from it ends where the plain run did.
+    crashing = _cfg(tmp_path / "crash", tiny_kinetics, [*common, "+callbacks.fail._target_=tests.helpers.FailAtStep",
+                                                        "+callbacks.fail.step=5"])  # fmt: skip
+    with pytest.raises(RuntimeError, match="injected failure at step 5"):
+        run(crashing)
+    crash = tmp_path / "crash" / "out" / "checkpoints" / "crash.ckpt"
+    assert torch.load(crash, map_location="cpu", weights_only=True)["global_step"] == 5
+    run(_cfg(tmp_path / "crash", tiny_kinetics, [*common, f"ckpt_path={crash}"]))
+    steps, crash_sd, crash_opt = _final_state(tmp_path / "crash" / "out")
+    assert steps == 8
+    for key, value in plain_sd.items():
+        torch.testing.assert_close(crash_sd[key], value, rtol=0, atol=1e-6, msg=key)
+    torch.testing.assert_close(crash_opt[0]["exp_avg"], plain_opt[0]["exp_avg"], rtol=0, atol=1e-7)
+
+
+def test_resume_last_without_checkpoint_fails_with_a_hint(tmp_path, tiny_kinetics):
+    """`ckpt_path=last` in a run dir without last.ckpt (a new, timestamped run dir) is an error naming the dir, the
+    fix and the run dirs that have one, before any work; before the fix the run silently started from scratch."""
+    import pytest
+
+    earlier = tmp_path / "logs" / "train" / "runs" / "2026-01-01_00-00-00" / "checkpoints"
+    earlier.mkdir(parents=True)
+    (earlier / "last.ckpt").write_bytes(b"")
+    cfg = _cfg(tmp_path, tiny_kinetics, ["ckpt_path=last", f"paths.log_dir={tmp_path / 'logs'}", "trainer.max_epochs=1",
+                                         "+trainer.limit_train_batches=1", "test=false"])  # fmt: skip
+    with pytest.raises(FileNotFoundError) as err:
+        run(cfg)
+    message = str(err.value)
+    assert str(tmp_path / "out" / "checkpoints" / "last.ckpt") in message and "hydra.run.dir=" in message
+    assert f"hydra.run.dir={earlier.parent}" in message
+    assert not (tmp_path / "out" / "checkpoints").exists()  # nothing trained
+
+
+def test_slurm_requeue_without_checkpoint_starts_fresh_with_a_warning(tmp_path, tiny_kinetics, monkeypatch, caplog):
+    """A requeued SLURM job preempted before its first save has no last.ckpt: that is legitimate (warning, fresh
+    start); before the fix it started fresh without a word."""
+    import logging
+
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    cfg = _cfg(tmp_path, tiny_kinetics, ["trainer.max_epochs=1", "+trainer.limit_train_batches=1", "test=false",
+                                         "+trainer.limit_val_batches=1"])  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="mvit_video.train"):
+        run(cfg)
+    assert "SLURM restart 1: no" in caplog.text and "starting from scratch" in caplog.text
+    assert torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
+
+
+def test_resume_from_end_of_epoch_checkpoint_with_workers_is_exact(tmp_path, tiny_kinetics):
+    """The end-of-epoch last.ckpt (what `ckpt_path=last` finds after a stop in the next epoch) resumes at the next
+    epoch's first batch, with DataLoader workers too (they draw indices before Lightning sets the epoch): the final
+    weights equal an uninterrupted run's. Before the fix, the resumed epoch ran 0 batches (global step 4, not 8)."""
+    common = ["trainer.max_epochs=2", "test=false", "data.num_workers=2", "data.crop_size=32",
+              "data.train_jitter_scales=[32,40]", "data.test_short_side=32", "data.test_num_clips=1"]  # fmt: skip
+    copy = tmp_path / "resumed" / "out" / "checkpoints" / "last.ckpt"
+    run(_cfg(tmp_path / "plain", tiny_kinetics, [*common, "+callbacks.copy._target_=tests.helpers.CopyLastAtEpochStart",
+                                                 "+callbacks.copy.epoch=1", f"+callbacks.copy.dest={copy}"]))  # fmt: skip
+    steps, plain_sd, plain_opt = _final_state(tmp_path / "plain" / "out")
+    assert steps == 8
+    saved = torch.load(copy, map_location="cpu", weights_only=True)  # the end of epoch 0
+
+    run(_cfg(tmp_path / "resumed", tiny_kinetics, [*common, "ckpt_path=last"]))
+    steps, resumed_sd, resumed_opt = _final_state(tmp_path / "resumed" / "out")
+    assert steps == 8
+    for key, value in plain_sd.items():
+        torch.testing.assert_close(resumed_sd[key], value, rtol=0, atol=1e-6, msg=key)
+    torch.testing.assert_close(resumed_opt[0]["exp_avg"], plain_opt[0]["exp_avg"], rtol=0, atol=1e-7)
+    assert saved["global_step"] == 4 and saved["KineticsDataModule"] == {"epoch": 1, "batches": 0}  # next: epoch 1

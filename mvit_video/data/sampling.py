@@ -4,14 +4,18 @@
 - Every sample comes with its own random seed, derived from (seed, epoch, position): the dataset seeds the decode
   and augmentation randomness with it. So a clip's augmentation does not depend on which worker loads it, or on
   whether the run was interrupted.
-- After a mid-epoch checkpoint, the datamodule records how many batches of the epoch were done; on resume the
-  sampler starts its first iteration of that epoch after them, so the rest of the epoch is what the uninterrupted
-  run would have seen.
+- Every checkpoint records where training goes on: (epoch, batches of it done), ``(e + 1, 0)`` once epoch ``e`` has
+  run all its batches. On resume the sampler starts at that epoch and skips those batches, so the rest is what the
+  uninterrupted run would have seen. The sampler is set to that epoch when it is made, because a DataLoader with
+  workers draws its first indices when Lightning creates the iterator, before Lightning calls ``set_epoch``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -34,9 +38,24 @@ class ResumableSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
         self.batch_size = batch_size
         self._skip: tuple[int, int] | None = None  # (epoch, samples of this rank to skip)
+        self._resume_epoch: int | None = None  # the epoch the first set_epoch must confirm (see skip_batches)
 
     def skip_batches(self, epoch: int, batches: int) -> None:
+        """Resume at batch ``batches`` of ``epoch``: the sampler moves to ``epoch`` now (a loader with workers
+        iterates before Lightning's ``set_epoch``), and the first ``set_epoch`` must name the same epoch."""
+        self.set_epoch(epoch)
+        self._resume_epoch = epoch
         self._skip = (epoch, batches * self.batch_size) if batches > 0 else None
+
+    def set_epoch(self, epoch: int) -> None:
+        if self._resume_epoch is not None and epoch != self._resume_epoch:
+            raise RuntimeError(
+                f"resume: the checkpoint's data position is epoch {self._resume_epoch} (data/sampling.py), but the "
+                f"trainer restarts at epoch {epoch}; the loader may already have drawn the other epoch's samples. "
+                "Was the checkpoint written by another version of mvit_video?"
+            )
+        self._resume_epoch = None
+        super().set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         indices = list(super().__iter__())  # this rank's share of the (seed, epoch) permutation
@@ -93,7 +112,23 @@ def make_loader(dataset, train: bool, batch_size: int, num_workers: int, collate
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,
         drop_last=train, pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
         generator=torch.Generator(),  # worker seeds drawn here, not from the global generator the model uses
+        worker_init_fn=functools.partial(init_worker, rank=rank) if num_workers > 0 else None,
     )  # fmt: skip
+
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR2")  # what callbacks.Preemption turns into a checkpoint and a stop
+
+
+def init_worker(worker_id: int, rank: int) -> None:
+    """A DataLoader worker ignores the stop signals: a terminal's Ctrl-C reaches the whole process group and SLURM
+    signals every process of the step, and a worker killed by one would crash the main process before it saves
+    its checkpoint. The main process shuts the workers down. Seeds the worker as Lightning would have."""
+    for name in STOP_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", "0")):  # seed_everything(workers=True): Lightning's own worker seeding
+        from lightning.fabric.utilities.seed import pl_worker_init_function
+
+        pl_worker_init_function(worker_id, rank=rank)
 
 
 class ResumableData:
@@ -103,10 +138,19 @@ class ResumableData:
     resume_position: tuple[int, int] | None = None  # (epoch, batches done)
 
     def state_dict(self) -> dict[str, int]:
+        """Where training goes on from this checkpoint, the way Lightning's loops restart from it: the running
+        epoch and its batches done, or the next epoch once all batches of an epoch ran (saved at its batch end, in
+        its validation or at its end)."""
         trainer = getattr(self, "trainer", None)
-        if trainer is None or not trainer.training:  # an end-of-epoch or evaluation checkpoint: nothing to skip
+        if trainer is None or trainer.state.fn != "fit":
             return {}
-        return {"epoch": trainer.current_epoch, "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+        epochs = trainer.fit_loop.epoch_progress.current  # counts: ready >= started >= processed >= completed
+        batches = trainer.fit_loop.epoch_loop.batch_progress
+        if epochs.started > epochs.processed:  # epoch `processed` (0-based) is running
+            if batches.is_last_batch:
+                return {"epoch": epochs.processed + 1, "batches": 0}
+            return {"epoch": epochs.processed, "batches": batches.current.processed}
+        return {"epoch": epochs.processed, "batches": 0}  # between epochs: at an epoch's end or start
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.resume_position = (state["epoch"], state["batches"]) if state else None
