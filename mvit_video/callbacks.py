@@ -60,7 +60,7 @@ class Preemption(L.Callback):
         self.signums = [getattr(signal, name) for name in signals]
         self.requeue, self.exit_code, self.crash_checkpoint = requeue, exit_code, crash_checkpoint
         self.received: int | None = None  # the first signal's number
-        self._saved_at_epoch_end = False
+        self._stop_pending = False  # the stop checkpoint is written: exit at the next hook (after Lightning logs)
         self._previous: dict[int, Any] = {}
         self._last_batch_end: dict[str, Any] | None = None  # for crash.ckpt: the state after the last finished step
 
@@ -90,14 +90,15 @@ class Preemption(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After Lightning registered its SIGTERM handler (``_SignalConnector``): ours replaces it for training, and
         # Lightning's teardown puts the handlers from before ``fit`` back.
-        self.received, self._saved_at_epoch_end = None, False
+        self.received, self._stop_pending = None, False
         self._install()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
-        if self._agree(trainer):  # the signal came after the last batch: training is complete, but stop (no test)
-            if not self._saved_at_epoch_end:
-                self._save(trainer)
+        if self._stop_pending:
+            self._stop(trainer)
+        if self._agree(trainer):  # the signal came after the last checkpoint: training is complete, but stop (no test)
+            self._save(trainer)
             self._stop(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -139,21 +140,25 @@ class Preemption(L.Callback):
             "global_step": trainer.global_step, "epoch": trainer.current_epoch, "rng": self.state_dict(),
             "batches": batches.batch_progress.current.processed, "batches_that_stepped": batches._batches_that_stepped,
         }  # fmt: skip
-        if not self._agree(trainer) or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if self._stop_pending or not self._agree(trainer) or batches.batch_progress.is_last_batch:
             return  # the last batch of an epoch: wait for its validation and checkpoints (on_train_epoch_end)
-        self._save(trainer)
-        self._stop(trainer)
+        self._save(trainer)  # here, where Lightning's loops expect a mid-epoch checkpoint
+        self._stop_pending = True
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self._stop_pending:  # after the saved batch's logging, which Lightning does after on_train_batch_end
+            self._stop(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Ours runs before the ModelCheckpoint callbacks (Lightning puts them last): save now, stop when they are done
         # (at the next epoch's start, or at the end of training).
-        if self._agree(trainer):
+        if not self._stop_pending and self._agree(trainer):
             self._save(trainer)
-            self._saved_at_epoch_end = True
+            self._stop_pending = True
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_batch_end = None
-        if self._saved_at_epoch_end:
+        if self._stop_pending:
             self._stop(trainer)
 
     def _save(self, trainer: L.Trainer) -> None:
