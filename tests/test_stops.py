@@ -113,3 +113,24 @@ def test_ctrl_c_with_workers_checkpoints_exits_130_and_resumes_exactly(uninterru
 @pytest.mark.slow
 def test_sigusr2_checkpoints_exits_140_and_resumes_exactly(uninterrupted, tiny_kinetics, tmp_path):
     _stop_and_resume(uninterrupted, tiny_kinetics, tmp_path, signal.SIGUSR2, workers=0, group=True)
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path):
+    """The first Ctrl-C asks for a checkpoint at the next batch end; a second one (say, while a big checkpoint is
+    being written) stops now with 130, and leaves Ctrl-C to the system (a third kills)."""
+    from mvit_video.callbacks import Preemption
+
+    stopper = Preemption(str(tmp_path))
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        stopper._install()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stopper.received == signal.SIGINT
+        with pytest.raises(SystemExit) as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs in this thread before sleep returns
+        assert stop.value.code == 130
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) != stopper._handler  # the others given back
+    finally:
+        signal.signal(signal.SIGINT, before)
