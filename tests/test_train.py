@@ -9,10 +9,10 @@ from mvit_video.train import run
 from .helpers import compose_cfg
 
 BASE = [
-    "data.num_classes=4", "data.num_workers=0", "data.batch_size=4", "data.crop_size=48",
-    "data.train_jitter_scales=[48,60]", "data.test_short_side=48", "data.test_num_clips=2", "data.test_num_crops=1",
-    "callbacks.progress_bar=null", "time_shuffle_control=false",
-]  # fmt: skip
+    "debug=tiny", "trainer.limit_train_batches=null", "trainer.limit_val_batches=null", "trainer.limit_test_batches=null",
+    "data.num_classes=4", "data.crop_size=48", "data.train_jitter_scales=[48,60]", "data.test_short_side=48",
+    "data.test_num_clips=2", "data.test_num_crops=1",
+]  # fmt: skip  (debug=tiny's model and trainer, all batches of the 16/8/8-video dataset)
 
 
 def _cfg(tmp_path, data_root, extra):
@@ -22,7 +22,7 @@ def _cfg(tmp_path, data_root, extra):
 
 
 def test_one_epoch_train_val_test(tmp_path, tiny_kinetics):
-    cfg = _cfg(tmp_path, tiny_kinetics, ["trainer.max_epochs=1", "+trainer.limit_train_batches=2"])
+    cfg = _cfg(tmp_path, tiny_kinetics, ["trainer.max_epochs=1", "trainer.limit_train_batches=2"])
     metrics = run(cfg)
     for key in ("train/loss_epoch", "val/top1", "test/top1", "test/top5"):
         assert key in metrics
@@ -36,14 +36,14 @@ def test_one_epoch_train_val_test(tmp_path, tiny_kinetics):
 
 
 def test_resume_continues_at_saved_step(tmp_path, tiny_kinetics):
-    first = _cfg(tmp_path, tiny_kinetics, ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "test=false"])
+    first = _cfg(tmp_path, tiny_kinetics, ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"])
     run(first)
     last = tmp_path / "out" / "checkpoints" / "last.ckpt"
     saved = torch.load(last, map_location="cpu", weights_only=True)
     assert saved["global_step"] == 2
     second = _cfg(
         tmp_path, tiny_kinetics,
-        ["trainer.max_epochs=2", "+trainer.limit_train_batches=2", "test=false", "ckpt_path=last"],
+        ["trainer.max_epochs=2", "trainer.limit_train_batches=2", "test=false", "ckpt_path=last"],
     )  # fmt: skip
     run(second)
     resumed = torch.load(last, map_location="cpu", weights_only=True)
@@ -55,7 +55,7 @@ def test_lightning_checkpoint_loads_into_a_fresh_model(tmp_path, tiny_kinetics):
     from mvit_video.models import build_model
     from mvit_video.models.convert import load_pretrained
 
-    run(_cfg(tmp_path, tiny_kinetics, ["trainer.max_epochs=1", "+trainer.limit_train_batches=1", "test=false"]))
+    run(_cfg(tmp_path, tiny_kinetics, ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "test=false"]))
     ckpt = tmp_path / "out" / "checkpoints" / "last.ckpt"
     model = load_pretrained(build_model("mvitv2_tiny", num_classes=4, input_size=48), ckpt, source="lightning")
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
@@ -124,7 +124,7 @@ def test_resume_last_without_checkpoint_fails_with_a_hint(tmp_path, tiny_kinetic
     earlier.mkdir(parents=True)
     (earlier / "last.ckpt").write_bytes(b"")
     cfg = _cfg(tmp_path, tiny_kinetics, ["ckpt_path=last", f"paths.log_dir={tmp_path / 'logs'}", "trainer.max_epochs=1",
-                                         "+trainer.limit_train_batches=1", "test=false"])  # fmt: skip
+                                         "trainer.limit_train_batches=1", "test=false"])  # fmt: skip
     with pytest.raises(FileNotFoundError) as err:
         run(cfg)
     message = str(err.value)
@@ -139,8 +139,8 @@ def test_slurm_requeue_without_checkpoint_starts_fresh_with_a_warning(tmp_path, 
     import logging
 
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    cfg = _cfg(tmp_path, tiny_kinetics, ["trainer.max_epochs=1", "+trainer.limit_train_batches=1", "test=false",
-                                         "+trainer.limit_val_batches=1"])  # fmt: skip
+    cfg = _cfg(tmp_path, tiny_kinetics, ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "test=false",
+                                         "trainer.limit_val_batches=1"])  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="mvit_video.train"):
         run(cfg)
     assert "SLURM restart 1: no" in caplog.text and "starting from scratch" in caplog.text
