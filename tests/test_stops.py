@@ -22,11 +22,12 @@ SIGNAL_AFTER = 5  # global step at which the test sends its signal: the checkpoi
 
 
 def _overrides(data_root: Path, tmp: Path, workers: int = 0) -> list[str]:
+    # debug=tiny: the tiny model at crop 32 on CPU, batch 4, metrics logged every step
     return [
         "debug=tiny", f"data.root={data_root}", f"paths.data_dir={tmp / 'data'}", "data.num_classes=4",
         f"data.num_workers={workers}", "data.test_num_clips=1", "data.test_num_crops=1", "model.drop_path_rate=0.1",
         f"trainer.max_epochs={EPOCHS}", "trainer.limit_train_batches=null", "test=false",
-    ]  # fmt: skip  (debug=tiny: the tiny model at crop 32 on CPU, batch 4, metrics logged every step)
+    ]  # fmt: skip
 
 
 def _train(args: list[str], run_dir: Path, **popen) -> subprocess.Popen:

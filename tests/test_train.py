@@ -8,11 +8,12 @@ from mvit_video.train import run
 
 from .helpers import compose_cfg
 
+# debug=tiny's model and trainer, all batches of the 16/8/8-video dataset
 BASE = [
     "debug=tiny", "trainer.limit_train_batches=null", "trainer.limit_val_batches=null", "trainer.limit_test_batches=null",
     "data.num_classes=4", "data.crop_size=48", "data.train_jitter_scales=[48,60]", "data.test_short_side=48",
     "data.test_num_clips=2", "data.test_num_crops=1",
-]  # fmt: skip  (debug=tiny's model and trainer, all batches of the 16/8/8-video dataset)
+]  # fmt: skip
 
 
 def _cfg(tmp_path, data_root, extra):
