@@ -357,10 +357,25 @@ def run_slurm(tokens, request, tmp):
 
 
 def run_resume(tokens, request, tmp):
-    """Resume after SIGINT / SIGTERM / SIGUSR2: run for real by engineer A's tests/test_stops.py."""
-    path = ROOT / "tests" / "test_stops.py"
-    assert path.is_file(), "tests/test_stops.py (the resume-after-signal tests) is missing"
-    assert any("resume" in n for n in _function_names(path)), "tests/test_stops.py has no resume test"
+    """`hydra.run.dir=<run dir> ckpt_path=last`: a one-epoch run, then the command as written (two epochs) goes on
+    from its last.ckpt in the same run dir and continues its metrics.csv. Stops by signal and the exactness of the
+    resumed weights are tests/test_stops.py's (real signals to a real `python train.py`)."""
+    import csv
+
+    import torch
+
+    run_dir, data_dir = tmp / "run", _fix(request, "data_dir")
+    places = {**_kinetics_places(request), "RUN_DIR": str(run_dir)}
+    cmd = substitute(tokens, places)
+    extra = (f"data.num_classes={NUM_CLASSES}", "test=false")
+    train([t for t in cmd if t != "ckpt_path=last"], run_dir, data_dir, extra=extra)
+    first = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+    train(cmd, run_dir, data_dir, extra=(*extra, "trainer.max_epochs=2"))
+    resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert (resumed["epoch"], resumed["global_step"]) == (1, 2 * first)
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    steps = sorted({int(r["step"]) for r in rows if r.get("train/loss_step")})
+    assert steps == list(range(2 * first)), steps  # the first run's rows kept, the resumed ones appended, once
 
 
 def run_signal(tokens, request, tmp):
@@ -435,7 +450,7 @@ RUNNERS: list[Entry] = [
     Entry(r"^make demo$", run_make_demo),
     Entry(r"^make test$", run_make_test),
     Entry(r"-m hydra/launcher=slurm", run_slurm),
-    Entry(r"ckpt_path=last", run_resume),
+    Entry(r"ckpt_path=last", run_resume, slow=True),
     Entry(r"^(kill|scancel|timeout) ", run_signal),
     Entry(r"^make (install|test-slow|test-slurm|lint|bench|report|clean)$", run_make_target),
     Entry(r"^pip install ", run_pip_install),
