@@ -208,6 +208,9 @@ def print_summary(metrics: dict[str, float], output_dir: Path) -> None:
     for key in keys:
         if key in metrics and math.isfinite(metrics[key]):
             table.add_row(key, f"{100 * metrics[key]:.1f}%")
+    for key in ("val/videos", "val/unreadable_videos", "test/videos", "test/unreadable_videos"):  # what top1 covers
+        if key in metrics:
+            table.add_row(key, f"{metrics[key]:.0f}")
     table.add_row("time", f"{metrics['time_s']:.0f} s")
     table.add_row("checkpoints", str(output_dir / "checkpoints"))
     table.add_row("metrics / curves", f"{output_dir / 'metrics.csv'} / {output_dir / 'curves.png'}")

@@ -22,11 +22,14 @@ def _cfg(tmp_path, data_root, extra):
     )
 
 
-def test_one_epoch_train_val_test(tmp_path, tiny_kinetics):
+def test_one_epoch_train_val_test(tmp_path, tiny_kinetics, capsys):
     cfg = _cfg(tmp_path, tiny_kinetics, ["trainer.max_epochs=1", "trainer.limit_train_batches=2"])
     metrics = run(cfg)
     for key in ("train/loss_epoch", "val/top1", "test/top1", "test/top5"):
         assert key in metrics
+    assert metrics["test/videos"] == 8 and metrics["test/unreadable_videos"] == 0
+    summary = capsys.readouterr().out
+    assert "test/top1" in summary and "test/videos" in summary  # the summary says what top-1 covers
     out = tmp_path / "out"
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / "metrics.csv").is_file() and (out / "curves.png").stat().st_size > 1000
@@ -68,6 +71,15 @@ def _final_state(out):
     return ckpt["global_step"], ckpt["state_dict"], ckpt["optimizer_states"][0]["state"]
 
 
+def _assert_same_final_state(out, plain_out, steps: int = 8) -> None:
+    """The run in ``out`` ended where the uninterrupted run in ``plain_out`` did: step, weights, AdamW moments."""
+    (step, sd, opt), (plain_step, plain_sd, plain_opt) = _final_state(out), _final_state(plain_out)
+    assert step == plain_step == steps
+    for key, value in plain_sd.items():
+        torch.testing.assert_close(sd[key], value, rtol=0, atol=1e-6, msg=key)
+    torch.testing.assert_close(opt[0]["exp_avg"], plain_opt[0]["exp_avg"], rtol=0, atol=1e-7)
+
+
 def test_preemption_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, tiny_kinetics):
     """SIGUSR2 after step 2 of a 2-epoch run (4 steps per epoch); the checkpoint follows at the next batch end
     (step 3, mid-epoch); exit; resume: the final
@@ -77,8 +89,6 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, t
     common = ["trainer.max_epochs=2", "test=false", "data.train_jitter_scales=[48,64]", "model.drop_path_rate=0.1",
               "trainer.log_every_n_steps=1"]  # fmt: skip
     run(_cfg(tmp_path / "plain", tiny_kinetics, common))
-    steps, plain_sd, plain_opt = _final_state(tmp_path / "plain" / "out")
-    assert steps == 8
 
     preempted = _cfg(tmp_path / "pre", tiny_kinetics, [*common, "+callbacks.signal._target_=tests.helpers.SignalAtStep",
                                                        "+callbacks.signal.step=2"])  # fmt: skip
@@ -90,11 +100,7 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, t
     assert saved["KineticsDataModule"] == {"epoch": 0, "batches": 3}
 
     run(_cfg(tmp_path / "pre", tiny_kinetics, [*common, "ckpt_path=last"]))
-    steps, resumed_sd, resumed_opt = _final_state(tmp_path / "pre" / "out")
-    assert steps == 8
-    for key, value in plain_sd.items():
-        torch.testing.assert_close(resumed_sd[key], value, rtol=0, atol=1e-6, msg=key)
-    torch.testing.assert_close(resumed_opt[0]["exp_avg"], plain_opt[0]["exp_avg"], rtol=0, atol=1e-7)
+    _assert_same_final_state(tmp_path / "pre" / "out", tmp_path / "plain" / "out")
     # the resumed run continued metrics.csv: the first part's rows kept, none twice
     rows = list(csv.DictReader((tmp_path / "pre" / "out" / "metrics.csv").open()))
     assert [int(r["step"]) for r in rows if r.get("train/loss_step")] == list(range(8))
@@ -109,11 +115,7 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, t
     crash = tmp_path / "crash" / "out" / "checkpoints" / "crash.ckpt"
     assert torch.load(crash, map_location="cpu", weights_only=True)["global_step"] == 5
     run(_cfg(tmp_path / "crash", tiny_kinetics, [*common, f"ckpt_path={crash}"]))
-    steps, crash_sd, crash_opt = _final_state(tmp_path / "crash" / "out")
-    assert steps == 8
-    for key, value in plain_sd.items():
-        torch.testing.assert_close(crash_sd[key], value, rtol=0, atol=1e-6, msg=key)
-    torch.testing.assert_close(crash_opt[0]["exp_avg"], plain_opt[0]["exp_avg"], rtol=0, atol=1e-7)
+    _assert_same_final_state(tmp_path / "crash" / "out", tmp_path / "plain" / "out")
 
 
 def test_resume_last_without_checkpoint_fails_with_a_hint(tmp_path, tiny_kinetics):
@@ -157,14 +159,8 @@ def test_resume_from_end_of_epoch_checkpoint_with_workers_is_exact(tmp_path, tin
     copy = tmp_path / "resumed" / "out" / "checkpoints" / "last.ckpt"
     run(_cfg(tmp_path / "plain", tiny_kinetics, [*common, "+callbacks.copy._target_=tests.helpers.CopyLastAtEpochStart",
                                                  "+callbacks.copy.epoch=1", f"+callbacks.copy.dest={copy}"]))  # fmt: skip
-    steps, plain_sd, plain_opt = _final_state(tmp_path / "plain" / "out")
-    assert steps == 8
     saved = torch.load(copy, map_location="cpu", weights_only=True)  # the end of epoch 0
 
     run(_cfg(tmp_path / "resumed", tiny_kinetics, [*common, "ckpt_path=last"]))
-    steps, resumed_sd, resumed_opt = _final_state(tmp_path / "resumed" / "out")
-    assert steps == 8
-    for key, value in plain_sd.items():
-        torch.testing.assert_close(resumed_sd[key], value, rtol=0, atol=1e-6, msg=key)
-    torch.testing.assert_close(resumed_opt[0]["exp_avg"], plain_opt[0]["exp_avg"], rtol=0, atol=1e-7)
+    _assert_same_final_state(tmp_path / "resumed" / "out", tmp_path / "plain" / "out")
     assert saved["global_step"] == 4 and saved["KineticsDataModule"] == {"epoch": 1, "batches": 0}  # next: epoch 1
