@@ -182,3 +182,37 @@ def test_missing_optional_backend_skips_with_its_reason(monkeypatch):
         monkeypatch.delitem(sys.modules, f"{name}.decoders", raising=False)
         with pytest.raises(pytest.skip.Exception, match=rf"decoder='{name}' needs {name}.*pip install"):
             require_decoder(name)
+
+
+def test_a_kinetics_dataset_of_the_zoo_trains_and_counts_its_bad_files(tmp_path, video_zoo):
+    """The zoo as a dataset in the official layout (class folders with spaces, relative paths), through the real
+    entry point with the default decoder: training runs on every valid file, and validation and test score each
+    valid file once and count each bad one once, named."""
+    from mvit_video.train import run
+
+    from .helpers import compose_cfg
+
+    root = tmp_path / "zoo_kinetics"
+    valid = sorted(n for n in video_zoo if n not in BAD)
+    rows = {}
+    for i, name in enumerate([*valid, *BAD]):
+        cls = ("air drumming", "playing ice hockey")[i % 2]
+        rel = Path("videos") / cls / name
+        (root / rel.parent).mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(video_zoo[name])
+        rows[name] = f"{rel} {i % 2}"
+    (root / "train.csv").write_text("\n".join(rows[n] for n in valid) + "\n")
+    for split in ("val", "test"):
+        (root / f"{split}.csv").write_text("\n".join(rows.values()) + "\n")
+    (root / "classnames.txt").write_text("air drumming\nplaying ice hockey\n")
+    cfg = compose_cfg(
+        ["debug=tiny", "data=kinetics", f"data.root={root}", "data.num_classes=2", "data.num_frames=4",
+         "data.test_num_clips=1", "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=1.0",
+         "trainer.limit_test_batches=1.0"], tmp_path / "out", tmp_path / "data",
+    )  # fmt: skip
+    metrics = run(cfg)
+    assert metrics["train/skipped_videos"] == 0
+    for split in ("val", "test"):
+        assert (metrics[f"{split}/videos"], metrics[f"{split}/unreadable_videos"]) == (len(valid), len(BAD)), split
+    meta = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert meta["mvit_video"]["class_names"] == ["air drumming", "playing ice hockey"]
