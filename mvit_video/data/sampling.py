@@ -92,6 +92,17 @@ def world() -> tuple[int, int]:
     return 1, 0
 
 
+def gather_lists(items: list) -> list:
+    """Every process's ``items`` concatenated in rank order (picklable objects), or ``items`` alone without a
+    process group: per-process results (unreadable files, AVA detections) joined for one report."""
+    replicas, _ = world()
+    if replicas == 1:
+        return list(items)
+    parts: list[list | None] = [None] * replicas
+    torch.distributed.all_gather_object(parts, list(items))
+    return [item for part in parts for item in part or ()]
+
+
 def make_loader(dataset, train: bool, batch_size: int, num_workers: int, collate_fn, seed: int | None = None,
                 resume: tuple[int, int] | None = None):  # fmt: skip
     """The DataLoader of a split, with its sampler made here rather than by Lightning (the trainer runs with

@@ -64,10 +64,6 @@ class MultiViewAccuracy(Metric):
 def gather_names(names: Iterable[str]) -> set[str]:
     """The union of every process's ``names`` (e.g. unreadable files: DataLoader workers report to their own
     process, the processes of a DDP run are joined here)."""
-    import torch.distributed as dist
+    from ..data.sampling import gather_lists
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return set(names)
-    gathered: list[list[str] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, sorted(names))
-    return {name for part in gathered for name in part or ()}
+    return set(gather_lists(sorted(names)))

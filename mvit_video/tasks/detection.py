@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.sampling import gather_lists
 from ..metrics.ava import AVAFrameMAP
 from .classification import checkpoint_metadata
 from .optim import configure_optimizers
@@ -23,12 +24,7 @@ def gather_detections(rows: list[DetectionRow]) -> list[DetectionRow]:
     """Every process's rows, in rank order, each (video, second, box) once: the padding of a ``DistributedSampler``
     repeats keyframes on the last ranks. The first copy is kept, as ``AVAFrameMAP`` does, so the CSV gives the
     logged mAP."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        parts: list[list[DetectionRow] | None] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, rows)
-        rows = [row for part in parts for row in part or ()]
+    rows = gather_lists(rows)
     seen: set[tuple[str, int, tuple[float, ...]]] = set()
     unique = []
     for row in rows:
