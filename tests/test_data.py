@@ -39,7 +39,7 @@ def test_train_batch_shapes_dtypes_labels(tiny_kinetics):
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape == (4, 3, 8, 48, 48) and batch["video"].dtype == torch.float32
     assert batch["label"].min() >= 0 and batch["label"].max() < 4
-    assert batch["skipped"].sum() == 0
+    assert batch["unreadable"] == []  # no file failed
     assert -3 < batch["video"].mean() < 3  # normalised
 
 
@@ -73,7 +73,7 @@ def test_corrupt_video_is_skipped_and_counted(tiny_kinetics, tmp_path, caplog):
     dm.setup("fit")
     with caplog.at_level(logging.WARNING):
         sample = dm.datasets["train"][0]
-    assert sample["skipped"] == 1
+    assert len(sample["unreadable"]) == 1
     assert first.split("/")[-1] in caplog.text
     assert sample["video"].shape == (3, 8, 48, 48)
 

@@ -232,11 +232,11 @@ class KineticsDataset(Dataset):
 
     @staticmethod
     def _sample(video: torch.Tensor, label: int, video_idx: int, view: int, unreadable: list[str], valid: bool) -> dict[str, Any]:
-        """``skipped``: failed attempts for this sample (kept for callers that counted them); ``unreadable``: their
-        file names, which the task counts once per file across workers and processes."""
+        """``unreadable``: the names of the files that failed for this sample, which the task counts once per file
+        across workers and processes."""
         return {
             "video": video, "label": label, "video_index": video_idx, "view": view, "valid": valid,
-            "skipped": len(unreadable), "unreadable": unreadable,
+            "unreadable": unreadable,
         }  # fmt: skip
 
     def blank_clip(self) -> torch.Tensor:
