@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data.annotations import DatasetFormatError, read_classnames
 from .data.decoding import VideoReadError, decode_clip  # noqa: F401  VideoReadError: raised by predict, caught by users
-from .data.kinetics import DatasetFormatError, read_classnames
 from .data.transforms import ClipTransform
 from .models import build_model
 from .models.convert import convert_state_dict, load_file

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mvit_video.data.augment import ClipRandAugment, CubeRandomErasing
-from mvit_video.data.kinetics import collate_clips
+from mvit_video.data.clips import collate_clips
 from mvit_video.data.transforms import ClipTransform
 from mvit_video.tasks.mixup import MixupCutmix
 

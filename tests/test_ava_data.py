@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from mvit_video.data.ava import AVADataset, ava_collate, read_boxes, read_frame_lists
+from mvit_video.data.annotations import read_boxes, read_frame_lists
+from mvit_video.data.ava import AVADataset, ava_collate
 from mvit_video.data.synthetic_ava import ACTIONS, SyntheticAVASpec, make_synthetic_ava
 from mvit_video.metrics.ava import read_labelmap
 
@@ -18,7 +19,7 @@ def ava_root(tmp_path_factory):
 
 def _ds(root, split, **kw):
     files = [(f.format(split), gt, thr) for f, gt, thr in BOXES]
-    args = dict(num_frames=8, sampling_rate=2, crop_size=64, jitter_scales=(64, 80))
+    args = dict(num_classes=80, num_frames=8, sampling_rate=2, crop_size=64, jitter_scales=(64, 80))
     args.update(kw)
     return AVADataset(root, split, files, exclusions="ava_val_excluded_timestamps_v2.2.csv", **args)
 
@@ -95,3 +96,5 @@ def test_collate_carries_batch_index(ava_root):
     assert batch["video"].shape[0] == 2 and batch["boxes"].shape[1] == 5
     assert (batch["boxes"][:n0, 0] == 0).all() and (batch["boxes"][n0:, 0] == 1).all()
     assert batch["keys"].shape == (len(batch["boxes"]), 2) and len(batch["labels"]) == len(batch["boxes"])
+    names = sorted({v for v, _, _ in ds.samples})
+    assert batch["video_ids"] == [names[int(v)] for v in batch["keys"][:, 0]]  # one video id per row of keys

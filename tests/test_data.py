@@ -6,7 +6,8 @@ import shutil
 import pytest
 import torch
 
-from mvit_video.data.kinetics import DatasetFormatError, KineticsDataModule, read_video_csv
+from mvit_video.data.annotations import DatasetFormatError, read_video_csv
+from mvit_video.data.kinetics import KineticsDataModule
 from mvit_video.data.synthetic import CLASSES
 
 from .video_zoo import require_decoder
@@ -55,11 +56,13 @@ def test_test_split_has_every_view(tiny_kinetics):
 
 
 def test_time_shuffle_keeps_frames_changes_order(tiny_kinetics):
-    dm = _dm(tiny_kinetics, test_num_clips=1, test_num_crops=1)
+    """time_shuffle_control: the test loaders are the test split, then the same with frames shuffled in time."""
+    dm = _dm(tiny_kinetics, test_num_clips=1, test_num_crops=1, time_shuffle_control=True)
     dm.setup("test")
-    plain = dm.datasets["test"][0]["video"]
-    dm.set_time_shuffle(True)
-    shuffled = dm.datasets["test"][0]["video"]
+    loaders = dm.test_dataloader()
+    assert len(loaders) == 2 and _dm(tiny_kinetics).splits("test") == ("test",)  # without the control: one
+    plain = loaders[0].dataset[0]["video"]
+    shuffled = loaders[1].dataset[0]["video"]
     assert not torch.equal(plain, shuffled)
     assert torch.allclose(plain.sum(1), shuffled.sum(1), atol=1e-3)  # same frames, other order
 

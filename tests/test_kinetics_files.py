@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mvit_video.data.kinetics import DatasetFormatError, KineticsDataModule, read_classnames, read_video_csv
+from mvit_video.data.annotations import DatasetFormatError, read_classnames, read_video_csv
+from mvit_video.data.kinetics import KineticsDataModule
 
 from .helpers import compose_cfg
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mvit_video.data.kinetics import DatasetFormatError
-from mvit_video.data.ssv2 import SSv2DataModule, segment_indices, template_to_label
+from mvit_video.data.annotations import DatasetFormatError, template_to_label
+from mvit_video.data.ssv2 import SSv2DataModule, segment_indices
 from mvit_video.data.synthetic_ssv2 import FLIPPED, TEMPLATES, SyntheticSSv2Spec, make_synthetic_ssv2
 
 

@@ -13,45 +13,24 @@ has its full length. Boxes follow every resize, crop and flip (``torchvision.tra
 
 from __future__ import annotations
 
-import csv
 import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from .annotations import DatasetFormatError, read_boxes, read_exclusions, read_frame_lists
+from .base import SeededDataset, VideoDataModule
 from .decoding import read_frames
-from .kinetics import DatasetFormatError
-from .sampling import ResumableData, fork_rng, make_loader, seeded
+from .transforms import finish_clip
 
 FPS = 30
 FIRST_SECOND = 900  # AVA videos are cut at 900 s; frame 0 of a list is second 900
-
-
-def read_frame_lists(path: str | Path) -> dict[str, list[str]]:
-    """``{video id: [frame paths in list order]}`` from an official frame list (header line skipped): the 5-column
-    format of AVA and SSv2."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"frame list not found: {path} (columns: original_video_id video_id frame_id path labels)")
-    frames: dict[str, list[str]] = defaultdict(list)
-    with path.open() as f:
-        next(f, None)  # header
-        for lineno, line in enumerate(f, start=2):
-            cols = line.split()
-            if not cols:
-                continue
-            if len(cols) < 4:
-                raise DatasetFormatError(f"{path}:{lineno}: expected 'original_video_id video_id frame_id path labels'")
-            frames[cols[0]].append(cols[3])
-    return dict(frames)
 
 
 def keyframe_clip(num_source: int, keyframe: int, num_frames: int, sampling_rate: int) -> list[int]:
@@ -61,37 +40,7 @@ def keyframe_clip(num_source: int, keyframe: int, num_frames: int, sampling_rate
     return [min(max(i, 0), num_source - 1) for i in range(keyframe - span // 2, keyframe + span // 2, sampling_rate)]
 
 
-def read_boxes(
-    path: str | Path, is_groundtruth: bool, score_threshold: float = 0.0
-) -> dict[tuple[str, int], dict[tuple[float, ...], set[int]]]:
-    """``{(video, second): {box: {action ids}}}``. Boxes are grouped by their exact coordinate text, as the
-    official loader does. Column 8 is a person id in ground truth (never a score) and a score in detections,
-    whose rows below ``score_threshold`` are dropped. An empty action gives a box without labels."""
-    out: dict[tuple[str, int], dict[tuple[float, ...], set[int]]] = defaultdict(dict)
-    with Path(path).open() as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            if len(row) == 2:
-                continue  # a keyframe marked as having no action (newer 2-column rows)
-            if len(row) < 6:
-                raise DatasetFormatError(f"{path}:{lineno}: expected 'video,sec,x1,y1,x2,y2,action,person_or_score'")
-            if not is_groundtruth and len(row) > 7 and row[7] and float(row[7]) < score_threshold:
-                continue
-            key = (row[0], int(float(row[1])))
-            box = tuple(float(v) for v in row[2:6])
-            labels = out[key].setdefault(box, set())
-            if len(row) > 6 and row[6].strip():
-                labels.add(int(row[6]))
-    return dict(out)
-
-
-def read_exclusions(path: str | Path | None) -> set[tuple[str, int]]:
-    if not path:
-        return set()
-    with Path(path).open() as f:
-        return {(r[0], int(float(r[1]))) for r in csv.reader(f) if len(r) >= 2}
-
-
-class AVADataset(Dataset):
+class AVADataset(SeededDataset):
     """One sample per keyframe with at least one box. Train: short-side jitter, random crop, flip. Val/test:
     short side to the crop size, centre crop (MViT runs on the crop; spec pitfall 10)."""
 
@@ -100,13 +49,13 @@ class AVADataset(Dataset):
         root: str | Path,
         split: str,
         box_files: Sequence[tuple[str, bool, float]],
+        num_classes: int,
         num_frames: int = 16,
         sampling_rate: int = 4,
         crop_size: int = 224,
         jitter_scales: Sequence[int] = (256, 320),
         mean: Sequence[float] = (0.45, 0.45, 0.45),
         std: Sequence[float] = (0.225, 0.225, 0.225),
-        num_classes: int = 80,
         seconds: tuple[int, int] = (902, 1798),
         exclusions: str | None = None,
         gt_file: str | None = None,
@@ -146,13 +95,7 @@ class AVADataset(Dataset):
     def frame_indices(self, video: str, sec: int) -> list[int]:
         return keyframe_clip(len(self.frames[video]), (sec - FIRST_SECOND) * FPS, self.num_frames, self.sampling_rate)
 
-    def __getitem__(self, index) -> dict[str, Any]:
-        """``index``: an int, or ``(int, seed)`` from ``ResumableSampler`` (augmentation drawn from ``seed``)."""
-        index, seed = seeded(index)
-        with fork_rng(seed):
-            return self._get(index)
-
-    def _get(self, index: int) -> dict[str, Any]:
+    def get(self, index: int) -> dict[str, Any]:
         video, sec, box_map = self.samples[index]
         paths = self.frames[video]
         frames = read_frames([self.root / "frames" / paths[i] for i in self.frame_indices(video, sec)])  # (T, C, H, W)
@@ -175,6 +118,7 @@ class AVADataset(Dataset):
             "labels": labels,  # (N, num_classes) multi-hot
             "ori_boxes": norm_boxes,  # (N, 4) normalised, as in the CSVs
             "key": torch.tensor([self.video_index[video], sec]),
+            "video_id": video,
             "gt_boxes": gt_boxes,  # (M, 4) normalised ground truth (evaluation datasets only)
             "gt_labels": gt_labels,  # (M, num_classes)
         }
@@ -190,9 +134,8 @@ class AVADataset(Dataset):
 
 
 def _finish(vid: tv_tensors.Video, boxes: tv_tensors.BoundingBoxes, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
-    boxes = TF.clamp_bounding_boxes(boxes)
-    out = TF.normalize(TF.to_dtype(vid, torch.float32, scale=True), list(mean), list(std))
-    return out.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous(), boxes.as_subclass(torch.Tensor)
+    """The normalised clip ``(C, T, H, W)`` and its boxes clamped to it."""
+    return finish_clip(vid, mean, std), TF.clamp_bounding_boxes(boxes).as_subclass(torch.Tensor)
 
 
 def eval_clip(frames: torch.Tensor, norm_boxes: torch.Tensor, crop_size: int, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,9 +150,10 @@ def eval_clip(frames: torch.Tensor, norm_boxes: torch.Tensor, crop_size: int, me
     return _finish(vid, boxes, mean, std)
 
 
-def ava_collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+def ava_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack clips; concatenate boxes with their batch index in front (``(K, 5)``), labels, original boxes
-    and the (video index, second) of every box, for evaluation."""
+    and the (video index, second) of every box, for evaluation; ``video_ids``: the video id of every box (one per
+    row of ``keys``), as the CSVs name it."""
     boxes = [torch.cat([torch.full((len(s["boxes"]), 1), float(i)), s["boxes"]], 1) for i, s in enumerate(samples)]
     return {
         "video": torch.stack([s["video"] for s in samples]),
@@ -217,18 +161,24 @@ def ava_collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         "labels": torch.cat([s["labels"] for s in samples]),
         "ori_boxes": torch.cat([s["ori_boxes"] for s in samples]),
         "keys": torch.cat([s["key"].expand(len(s["boxes"]), 2) for s in samples]),
+        "video_ids": [s["video_id"] for s in samples for _ in range(len(s["boxes"]))],
         "gt_boxes": torch.cat([s["gt_boxes"] for s in samples]),
         "gt_labels": torch.cat([s["gt_labels"] for s in samples]),
         "gt_keys": torch.cat([s["key"].expand(len(s["gt_boxes"]), 2) for s in samples]),
     }
 
 
-class AVADataModule(ResumableData, L.LightningDataModule):
-    """AVA in the official layout; ``synthetic`` (a dict of ``SyntheticAVASpec`` fields) writes one first."""
+class AVADataModule(VideoDataModule):
+    """AVA in the official layout; ``synthetic`` (a dict of ``SyntheticAVASpec`` fields) writes one first.
+    ``num_classes``: the detector's outputs (action ids 1..num_classes); ``class_names``: the label map's (the
+    evaluated) classes. There is no test split: testing runs on the validation set."""
+
+    collate_fn = staticmethod(ava_collate)
 
     def __init__(
         self,
         root: str,
+        num_classes: int,
         train_boxes: Sequence[tuple[str, bool, float]] = (("ava_train_v2.2.csv", True, 0.0),),
         val_boxes: Sequence[tuple[str, bool, float]] = (("ava_val_predicted_boxes.csv", False, 0.8),),
         val_groundtruth: str = "ava_val_v2.2.csv",
@@ -245,68 +195,46 @@ class AVADataModule(ResumableData, L.LightningDataModule):
         num_workers: int = 4,
         synthetic: dict | None = None,
     ) -> None:
-        super().__init__()
-        self.root = Path(root)
+        super().__init__(root, batch_size, num_workers, synthetic=synthetic)
+        self.num_classes = num_classes
         self.box_files = {"train": [tuple(b) for b in train_boxes], "val": [tuple(b) for b in val_boxes]}
         self.val_groundtruth, self.exclusions, self.labelmap = val_groundtruth, exclusions, labelmap
         self.kw = dict(
             num_frames=num_frames, sampling_rate=sampling_rate, crop_size=crop_size, jitter_scales=tuple(jitter_scales),
             mean=mean, std=std, seconds=tuple(seconds),
         )  # fmt: skip
-        self.batch_size, self.num_workers = batch_size, num_workers
-        self.synthetic = synthetic
-        self.datasets: dict[str, AVADataset] = {}
-        self.video_names: list[str] | None = None
 
-    def prepare_data(self) -> None:
-        if self.synthetic is not None:
-            from .synthetic_ava import SyntheticAVASpec, make_synthetic_ava
+    def write_synthetic(self, spec: dict[str, Any]) -> None:
+        from .synthetic_ava import SyntheticAVASpec, make_synthetic_ava
 
-            make_synthetic_ava(self.root, SyntheticAVASpec(**self.synthetic))
+        make_synthetic_ava(self.root, SyntheticAVASpec(**spec))
 
-    def check_files(self, train: bool = True, test: bool = True) -> None:
-        for rel in ["frame_lists/train.csv", "frame_lists/val.csv", f"annotations/{self.labelmap}"]:
-            if not (self.root / rel).is_file():
-                raise FileNotFoundError(f"AVA file not found: {self.root / rel} (see spec §4.1 for the layout)")
+    def required_files(self, train: bool, test: bool) -> list[Path]:
+        return [self.root / rel for rel in ("frame_lists/train.csv", "frame_lists/val.csv", f"annotations/{self.labelmap}")]
+
+    def missing_file_message(self, path: Path) -> str:
+        return f"AVA file not found: {path} (see spec §4.1 for the layout)"
 
     @functools.cached_property
-    def action_names(self) -> dict[int, str]:
+    def class_names(self) -> dict[int, str]:
         """The label map ``{action id: name}`` (the evaluated classes), read once."""
         from ..metrics.ava import read_labelmap
 
-        return read_labelmap(self.root / "annotations" / self.labelmap)
+        return {int(k): v for k, v in read_labelmap(self.root / "annotations" / self.labelmap).items()}
 
     def metadata(self) -> dict[str, Any]:
         """Preprocessing a trained detector needs, stored in its checkpoints (``action_names``: the label map)."""
-        names = self.action_names
         return {
             "num_frames": self.kw["num_frames"], "sampling_rate": self.kw["sampling_rate"], "target_fps": FPS,
             "crop_size": self.kw["crop_size"], "mean": list(self.kw["mean"]), "std": list(self.kw["std"]),
-            "action_names": {int(k): v for k, v in names.items()},
+            "action_names": dict(self.class_names),
         }  # fmt: skip
 
-    def class_ids(self) -> list[int]:
-        return sorted(self.action_names)
-
-    def setup(self, stage: str | None = None) -> None:
-        if "train" not in self.datasets and stage in (None, "fit"):
-            self.datasets["train"] = AVADataset(self.root, "train", self.box_files["train"], **self.kw)
-        if "val" not in self.datasets:
-            # Boxes to classify: the person detector's proposals; ground truth returned beside them.
-            self.datasets["val"] = AVADataset(
-                self.root, "val", self.box_files["val"], exclusions=self.exclusions, gt_file=self.val_groundtruth, **self.kw
-            )
-            self.video_names = self.datasets["val"].videos
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        resume = self.resume_position if shuffle else None
-        return make_loader(self.datasets[split], shuffle, self.batch_size, self.num_workers, ava_collate, resume=resume)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
+    def make_dataset(self, split: str) -> AVADataset:
+        if split == "train":
+            return AVADataset(self.root, "train", self.box_files["train"], self.num_classes, **self.kw)
+        # val and test: the person detector's proposals to classify, ground truth returned beside them.
+        return AVADataset(
+            self.root, "val", self.box_files["val"], self.num_classes, exclusions=self.exclusions,
+            gt_file=self.val_groundtruth, **self.kw,
+        )  # fmt: skip

@@ -17,15 +17,16 @@ the validation split (1 clip x 3 crops). Frames are RGB: SlowFast reads BGR with
 from __future__ import annotations
 
 import functools
-import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .ava import read_frame_lists
+from .annotations import DatasetFormatError, read_frame_lists, read_ssv2_labels, read_ssv2_split
+from .clips import ClipDataModule
 from .decoding import read_frames
-from .kinetics import DatasetFormatError, KineticsDataModule, KineticsDataset
 
 LABELS_FILE = "something-something-v2-labels.json"
 SPLIT_FILES = {"train": "something-something-v2-train.json", "val": "something-something-v2-validation.json"}
@@ -33,10 +34,6 @@ FLIP_MESSAGE = (
     "horizontal flip is off for Something-Something-v2: labels such as 'Moving something from left to right' "
     "change meaning under a flip. Set data.allow_flip=true as well if you really want it."
 )
-
-
-def template_to_label(template: str) -> str:
-    return template.replace("[", "").replace("]", "")
 
 
 def segment_indices(num_source: int, num_frames: int, train: bool, rng: torch.Generator | None = None) -> list[int]:
@@ -50,16 +47,20 @@ def segment_indices(num_source: int, num_frames: int, train: bool, rng: torch.Ge
     return out
 
 
-class SSv2Dataset(KineticsDataset):
-    """Items are ``(source, label)``: a video file path, or a list of frame paths."""
+@dataclass(frozen=True)
+class SegmentFrames:
+    """Frame loader: one frame of each of ``num_frames`` segments of the whole video (``segment_indices``), from
+    a list of frame paths or a video file."""
 
-    def load_frames(self, source: Any, clip_idx: int, rng: torch.Generator | None) -> torch.Tensor:
-        train = self.mode == "train"
+    num_frames: int
+    train: bool
+
+    def __call__(self, source: Any, clip_idx: int, num_clips: int, rng: torch.Generator | None) -> torch.Tensor:
         if isinstance(source, (list, tuple)):
-            idx = segment_indices(len(source), self.num_frames, train, rng)
+            idx = segment_indices(len(source), self.num_frames, self.train, rng)
             return read_frames([source[i] for i in idx])  # (T, C, H, W) RGB
         frames = _decode_all(source)
-        idx = segment_indices(len(frames), self.num_frames, train, rng)
+        idx = segment_indices(len(frames), self.num_frames, self.train, rng)
         return torch.stack([torch.from_numpy(frames[i].to_ndarray(format="rgb24")).permute(2, 0, 1) for i in idx])
 
 
@@ -74,11 +75,10 @@ def _decode_all(path: str) -> list:
     return frames
 
 
-class SSv2DataModule(KineticsDataModule):
-    """SSv2 in its official layout; the other arguments are ``KineticsDataModule``'s (SSv2 defaults from spec
-    §2.2: short-side jitter [256, 320] drawn inverse-uniformly, no flip, 1 clip x 3 crops at test)."""
-
-    dataset_class = SSv2Dataset
+class SSv2DataModule(ClipDataModule):
+    """SSv2 in its official layout; the other arguments are ``ClipDataModule``'s (SSv2 defaults from spec §2.2:
+    short-side jitter [256, 320] drawn inverse-uniformly, no flip, 1 clip x 3 crops at test). ``sampling_rate`` is
+    recorded in checkpoints only: segment sampling spreads the frames over the whole video."""
 
     def __init__(
         self,
@@ -94,7 +94,7 @@ class SSv2DataModule(KineticsDataModule):
         inverse_uniform_jitter: bool = True,
         test_num_clips: int = 1,
         test_num_crops: int = 3,
-        **kwargs: Any,
+        **clip_options: Any,
     ) -> None:
         if flip and not allow_flip:
             raise ValueError(FLIP_MESSAGE)
@@ -102,59 +102,48 @@ class SSv2DataModule(KineticsDataModule):
             raise ValueError(f"source must be 'frames' or 'video', got {source!r}")
         super().__init__(
             root, num_classes, flip=flip, random_resized_crop=random_resized_crop, test_num_clips=test_num_clips,
-            test_num_crops=test_num_crops, inverse_uniform_jitter=inverse_uniform_jitter, **kwargs,
+            test_num_crops=test_num_crops, inverse_uniform_jitter=inverse_uniform_jitter, **clip_options,
         )  # fmt: skip
         self.source, self.video_dir, self.frame_list_dir, self.frame_dir = source, video_dir, frame_list_dir, frame_dir
 
-    def prepare_data(self) -> None:
-        if self.synthetic is not None:
-            from .synthetic_ssv2 import SyntheticSSv2Spec, make_synthetic_ssv2
+    def write_synthetic(self, spec: dict[str, Any]) -> None:
+        from .synthetic_ssv2 import SyntheticSSv2Spec, make_synthetic_ssv2
 
-            make_synthetic_ssv2(self.root, SyntheticSSv2Spec(**self.synthetic))
+        make_synthetic_ssv2(self.root, SyntheticSSv2Spec(**spec))
 
-    def check_files(self, train: bool = True, test: bool = True) -> None:
-        needed = [self.root / LABELS_FILE, self.root / SPLIT_FILES["val"]] + ([self.root / SPLIT_FILES["train"]] if train else [])
+    def required_files(self, train: bool, test: bool) -> list[Path]:
+        splits = ["train", "val"] if train else ["val"]
+        needed = [self.root / LABELS_FILE] + [self.root / SPLIT_FILES[s] for s in reversed(splits)]
         if self.source == "frames":
-            needed += [self.root / self.frame_list_dir / f"{s}.csv" for s in (["train", "val"] if train else ["val"])]
-        for path in needed:
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"SSv2 file not found: {path}\n  expected the official layout under data.root (see "
-                    f"mvit_video/data/ssv2.py): {LABELS_FILE}, {SPLIT_FILES['train']}, {SPLIT_FILES['val']}, and "
-                    f"{self.video_dir}/ID.webm (data.source=video) or {self.frame_list_dir}/{{train,val}}.csv"
-                )
+            needed += [self.root / self.frame_list_dir / f"{s}.csv" for s in splits]
+        return needed
+
+    def missing_file_message(self, path: Path) -> str:
+        return (
+            f"SSv2 file not found: {path}\n  expected the official layout under data.root (see "
+            f"mvit_video/data/ssv2.py): {LABELS_FILE}, {SPLIT_FILES['train']}, {SPLIT_FILES['val']}, and "
+            f"{self.video_dir}/ID.webm (data.source=video) or {self.frame_list_dir}/{{train,val}}.csv"
+        )
 
     @functools.cached_property
-    def label_ids(self) -> dict[str, int]:
-        """``{label: id}`` from the labels file, read once."""
-        labels = json.loads((self.root / LABELS_FILE).read_text())
-        ids = {name: int(i) for name, i in labels.items()}
-        if len(ids) != self.num_classes:
-            raise DatasetFormatError(f"{self.root / LABELS_FILE}: {len(ids)} labels for num_classes={self.num_classes}")
-        return ids
-
-    @functools.cached_property
-    def class_names(self) -> list[str]:
-        return sorted(self.label_ids, key=self.label_ids.get)
+    def class_names(self) -> dict[int, str]:
+        """From the labels file (its count checked against ``num_classes``), read once."""
+        ids = read_ssv2_labels(self.root / LABELS_FILE, self.num_classes)
+        return {i: name for name, i in sorted(ids.items(), key=lambda item: item[1])}
 
     def read_items(self, split: str) -> list[tuple[Any, int]]:
-        ids = self.label_ids
         split = "train" if split == "train" else "val"  # the test split is the validation set
         path = self.root / SPLIT_FILES[split]
-        entries = json.loads(path.read_text())
-        frames = None
-        if self.source == "frames":
+        videos = read_ssv2_split(path, {name: i for i, name in self.class_names.items()})
+        if self.source == "video":
+            items = [(str(self.root / self.video_dir / f"{vid}.webm"), label) for vid, label in videos]
+        else:  # videos missing from the frame list are dropped, as SlowFast does
             lists = read_frame_lists(self.root / self.frame_list_dir / f"{split}.csv")
-            frames = {vid: [str(self.root / self.frame_dir / rel) for rel in rels] for vid, rels in lists.items()}
-        items = []
-        for entry in entries:
-            name = template_to_label(entry["template"])
-            if name not in ids:
-                raise DatasetFormatError(f"{path}: video {entry['id']}: template {name!r} is not in {LABELS_FILE}")
-            if frames is None:
-                items.append((str(self.root / self.video_dir / f"{entry['id']}.webm"), ids[name]))
-            elif str(entry["id"]) in frames:  # videos missing from the frame list are dropped, as SlowFast does
-                items.append((frames[str(entry["id"])], ids[name]))
+            frame_dir = self.root / self.frame_dir
+            items = [([str(frame_dir / rel) for rel in lists[vid]], label) for vid, label in videos if vid in lists]
         if not items:
             raise DatasetFormatError(f"{path}: no videos (with frames) listed")
         return items
+
+    def frame_loader(self, mode: str) -> SegmentFrames:
+        return SegmentFrames(self.num_frames, train=mode == "train")

@@ -8,13 +8,15 @@ frames are shuffled in time loses it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -30,6 +32,7 @@ CLASSES = (
     "rotating_counterclockwise",
 )
 SPLITS = ("train", "val", "test")
+T = TypeVar("T")
 RENDER_VERSION = 3  # of render_video and write_video: bump when what they write changes, so caches are regenerated
 
 
@@ -140,10 +143,37 @@ def write_video(path: Path, frames: np.ndarray, fps: int, codec: tuple[str, dict
             container.mux(packet)
 
 
-def _make_one(job: tuple[str, int, int, dict]) -> str:
-    rel, label, seed, spec_dict = job
-    root = spec_dict.pop("_root")
-    spec = SyntheticSpec(**spec_dict)
+def is_cached(marker: Path, key: dict) -> bool:
+    """Whether ``marker`` (written by ``mark_cached`` when a dataset was complete) records ``key``: then the
+    dataset next to it is what ``key`` describes and nothing is regenerated."""
+    return marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(key))
+
+
+def mark_cached(marker: Path, key: dict) -> None:
+    marker.write_text(json.dumps(key, indent=1))
+
+
+def run_jobs(fn: Callable[[Any], T], jobs: list, desc: str, workers: int | None = None) -> list[T]:
+    """``fn`` over ``jobs`` in a pool of spawned processes (a progress bar on stderr); results in completion
+    order. ``fn`` must be picklable: a module-level function, or a ``functools.partial`` of one."""
+    from tqdm import tqdm
+
+    with get_context("spawn").Pool(workers or min(4, os.cpu_count() or 1)) as pool:
+        return list(tqdm(pool.imap_unordered(fn, jobs, chunksize=8), total=len(jobs), desc=desc))
+
+
+def write_frame_list(path: Path, videos: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """An official 5-column frame list (AVA, SSv2 frames; read by ``annotations.read_frame_lists``) of
+    ``(video id, [frame paths])`` in order."""
+    rows = ["original_vido_id video_id frame_id path labels"]  # the official header, typo included
+    for index, (video, frames) in enumerate(videos):
+        rows += [f'{video} {index} {i} {frame} ""' for i, frame in enumerate(frames)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _make_one(job: tuple[str, int, int], root: str, spec: SyntheticSpec) -> str:
+    rel, label, seed = job
     frames, fps = render_video(label, np.random.default_rng(seed), spec)
     write_video(Path(root) / rel, frames, fps)
     return rel
@@ -154,31 +184,25 @@ def make_synthetic_kinetics(root: str | Path, spec: SyntheticSpec | None = None,
 
     Cached: if ``root/synthetic.json`` records the same spec, nothing is regenerated.
     """
-    from tqdm import tqdm
-
     spec = spec or SyntheticSpec()
     root = Path(root)
     marker = root / "synthetic.json"
-    if marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(asdict(spec))):
+    if is_cached(marker, asdict(spec)):
         return root
     root.mkdir(parents=True, exist_ok=True)
     names = CLASSES[: spec.num_classes]
     per_split = {"train": spec.train_per_class, "val": spec.val_per_class, "test": spec.test_per_class}
     jobs, rows = [], {s: [] for s in SPLITS}
-    spec_dict = {**asdict(spec), "_root": str(root)}
     for s_idx, split in enumerate(SPLITS):
         for label, name in enumerate(names):
             for i in range(per_split[split]):
                 rel = f"videos/{split}/{name}/{name}_{i:05d}.mp4"
                 seed = spec.seed * 1_000_003 + (s_idx * 100 + label) * 100_000 + i
-                jobs.append((rel, label, seed, dict(spec_dict)))
+                jobs.append((rel, label, seed))
                 rows[split].append(f"{rel} {label}")
-    workers = workers or min(4, os.cpu_count() or 1)
-    with get_context("spawn").Pool(workers) as pool:
-        for _ in tqdm(pool.imap_unordered(_make_one, jobs, chunksize=8), total=len(jobs), desc="synthetic videos"):
-            pass
+    run_jobs(functools.partial(_make_one, root=str(root), spec=spec), jobs, "synthetic videos", workers)
     for split in SPLITS:
         (root / f"{split}.csv").write_text("\n".join(rows[split]) + "\n")
     (root / "classnames.txt").write_text("\n".join(names) + "\n")
-    marker.write_text(json.dumps(asdict(spec), indent=1))
+    mark_cached(marker, asdict(spec))
     return root

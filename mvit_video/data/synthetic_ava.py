@@ -6,13 +6,13 @@ person), several persons per frame."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .synthetic import freeze_lists
+from .synthetic import freeze_lists, is_cached, mark_cached, write_frame_list
 
 # AVA v2.2 action ids and names (all in the 60-class evaluation list).
 ACTIONS = {7: "jump/leap", 10: "run/jog", 12: "stand", 14: "walk", 69: "hand wave"}
@@ -56,22 +56,18 @@ def _person_track(rng: np.random.Generator, n: int, w: int, h: int) -> tuple[np.
 
 def make_synthetic_ava(root: str | Path, spec: SyntheticAVASpec | None = None) -> Path:
     """Write the dataset under ``root`` (cached by spec)."""
-    import json
-    from dataclasses import asdict
-
     spec = spec or SyntheticAVASpec()
     root = Path(root)
     marker = root / "synthetic_ava.json"
-    if marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(asdict(spec))):
+    if is_cached(marker, asdict(spec)):
         return root
     rng = np.random.default_rng(spec.seed)
     n = spec.seconds * 30
     w, h = spec.width, spec.height
     ann = root / "annotations"
     ann.mkdir(parents=True, exist_ok=True)
-    (root / "frame_lists").mkdir(exist_ok=True)
     for split, count in (("train", spec.train_videos), ("val", spec.val_videos)):
-        list_rows = ["original_vido_id video_id frame_id path labels"]
+        frame_lists: list[tuple[str, list[str]]] = []
         gt_rows, prop_rows = [], []
         for v in range(count):
             vid = f"{split}{v:03d}"
@@ -79,6 +75,7 @@ def make_synthetic_ava(root: str | Path, spec: SyntheticAVASpec | None = None) -
             bg = rng.integers(40, 200, size=3)
             colours = [tuple(int(c) for c in (bg + rng.integers(70, 150, 3)) % 256) for _ in tracks]
             (root / "frames" / vid).mkdir(parents=True, exist_ok=True)
+            frame_lists.append((vid, []))
             for i in range(n):
                 img = Image.new("RGB", (w, h), tuple(int(c) for c in bg))
                 draw = ImageDraw.Draw(img)
@@ -92,7 +89,7 @@ def make_synthetic_ava(root: str | Path, spec: SyntheticAVASpec | None = None) -
                         draw.line([cx + bw / 2, cy - bh / 4, ax, ay], fill=col, width=max(2, int(bw / 3)))
                 name = f"{vid}/{vid}_{i + 1:06d}.jpg"
                 img.save(root / "frames" / name, quality=90)
-                list_rows.append(f"{vid} {v} {i} {name} \"\"")
+                frame_lists[-1][1].append(name)
             for sec in range(spec.keyframes[0], spec.keyframes[1] + 1):
                 i = (sec - 900) * 30
                 for pid, (pos, actions, bw, bh) in enumerate(tracks):
@@ -105,7 +102,7 @@ def make_synthetic_ava(root: str | Path, spec: SyntheticAVASpec | None = None) -
                     jit = np.clip(box + rng.normal(0, 0.01, 4), 0, 1)
                     prop_rows.append(f"{vid},{sec:04d}," + ",".join(f"{c:.3f}" for c in jit) + f",,{rng.uniform(0.85, 1):.4f}")
                 prop_rows.append(f"{vid},{sec:04d},0.000,0.000,0.200,0.200,,{rng.uniform(0.1, 0.5):.4f}")  # below threshold
-        (root / "frame_lists" / f"{split}.csv").write_text("\n".join(list_rows) + "\n")
+        write_frame_list(root / "frame_lists" / f"{split}.csv", frame_lists)
         (ann / f"ava_{split}_v2.2.csv").write_text("\n".join(gt_rows) + "\n")
         (ann / f"ava_{split}_predicted_boxes.csv").write_text("\n".join(prop_rows) + "\n")
     (ann / "ava_val_excluded_timestamps_v2.2.csv").write_text(f"val000,{spec.keyframes[1]:04d}\n")
@@ -114,5 +111,5 @@ def make_synthetic_ava(root: str | Path, spec: SyntheticAVASpec | None = None) -
             f'label {{\n  name: "{name}"\n  label_id: {i}\n  label_type: PERSON_MOVEMENT\n}}\n' for i, name in ACTIONS.items()
         )
     )
-    marker.write_text(json.dumps(asdict(spec), indent=1))
+    mark_cached(marker, asdict(spec))
     return root

@@ -8,16 +8,16 @@ that learns them must use motion, and a pipeline that flips SSv2 clips breaks th
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from . import synthetic
-from .synthetic import VP9, SyntheticSpec, render_video, write_video
+from .annotations import template_to_label
+from .synthetic import VP9, SyntheticSpec, is_cached, mark_cached, render_video, run_jobs, write_frame_list, write_video
 
 # template (with brackets, as in the split files) -> the synthetic motion class that shows it
 TEMPLATES = {
@@ -49,12 +49,11 @@ class SyntheticSSv2Spec:
     version: int = 1  # of this file's layout; the renderer's own version (synthetic.RENDER_VERSION) is keyed too
 
 
-def _make_one(job: tuple[str, int, int, str, dict]) -> tuple[str, int]:
+def _make_one(job: tuple[str, int, int], root: str, render_spec: SyntheticSpec) -> tuple[str, int]:
     """Render one video, write its webm and its JPEG frames; returns (id, frame count)."""
     from PIL import Image
 
-    vid, label, seed, root, spec = job
-    render_spec = SyntheticSpec(fps_choices=(12,), min_side=spec["min_side"], max_side=spec["max_side"])
+    vid, label, seed = job
     frames, fps = render_video(label, np.random.default_rng(seed), render_spec)
     write_video(Path(root) / "20bn-something-something-v2" / f"{vid}.webm", frames, fps, VP9)
     folder = Path(root) / "frames" / vid
@@ -67,36 +66,29 @@ def _make_one(job: tuple[str, int, int, str, dict]) -> tuple[str, int]:
 def make_synthetic_ssv2(root: str | Path, spec: SyntheticSSv2Spec | None = None, workers: int | None = None) -> Path:
     """Write the dataset under ``root``; cached: a ``root/synthetic_ssv2.json`` with the same spec and the same
     renderer version (the videos come from synthetic.render_video) means nothing to do."""
-    from tqdm import tqdm
-
     spec = spec or SyntheticSSv2Spec()
     root = Path(root)
     marker = root / "synthetic_ssv2.json"
     key = {**asdict(spec), "render_version": synthetic.RENDER_VERSION}
-    if marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(key)):
+    if is_cached(marker, key):
         return root
     root.mkdir(parents=True, exist_ok=True)
-    labels = {t.replace("[", "").replace("]", ""): str(i) for i, t in enumerate(TEMPLATES)}
+    labels = {template_to_label(t): str(i) for i, t in enumerate(TEMPLATES)}
     (root / "something-something-v2-labels.json").write_text(json.dumps(labels, indent=1))
     jobs, entries = [], {"train": [], "val": []}
     for s_idx, (split, per_class) in enumerate((("train", spec.train_per_class), ("val", spec.val_per_class))):
         for t_idx, (template, motion) in enumerate(TEMPLATES.items()):
             for i in range(per_class):
                 vid = str(100000 * (s_idx + 1) + 1000 * t_idx + i)
-                label = template.replace("[", "").replace("]", "")
+                label = template_to_label(template)
                 entries[split].append({"id": vid, "label": label.lower(), "template": template, "placeholders": ["thing"]})
-                jobs.append((vid, motion, spec.seed * 1_000_003 + int(vid), str(root), asdict(spec)))
-    counts = {}
-    with get_context("spawn").Pool(workers or min(4, os.cpu_count() or 1)) as pool:
-        for vid, n in tqdm(pool.imap_unordered(_make_one, jobs, chunksize=8), total=len(jobs), desc="synthetic SSv2"):
-            counts[vid] = n
-    (root / "frame_lists").mkdir(exist_ok=True)
+                jobs.append((vid, motion, spec.seed * 1_000_003 + int(vid)))
+    render_spec = SyntheticSpec(fps_choices=(12,), min_side=spec.min_side, max_side=spec.max_side)
+    make_one = functools.partial(_make_one, root=str(root), render_spec=render_spec)
+    counts = dict(run_jobs(make_one, jobs, "synthetic SSv2", workers))
     for split, name in (("train", "train"), ("val", "validation")):
         (root / f"something-something-v2-{name}.json").write_text(json.dumps(entries[split], indent=1))
-        rows = ["original_vido_id video_id frame_id path labels"]
-        for j, entry in enumerate(entries[split]):
-            vid = entry["id"]
-            rows += [f"{vid} {j} {i} {vid}/{vid}_{i + 1:06d}.jpg \"\"" for i in range(counts[vid])]
-        (root / "frame_lists" / f"{split}.csv").write_text("\n".join(rows) + "\n")
-    marker.write_text(json.dumps(key, indent=1))
+        videos = [(e["id"], [f"{e['id']}/{e['id']}_{i + 1:06d}.jpg" for i in range(counts[e["id"]])]) for e in entries[split]]
+        write_frame_list(root / "frame_lists" / f"{split}.csv", videos)
+    mark_cached(marker, key)
     return root

@@ -10,7 +10,7 @@ centre crop or three crops along the long side. All end with /255 and mean/std n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torchvision import tv_tensors
@@ -67,11 +67,7 @@ class ClipTransform:
             if not self.random_resized_crop:
                 video = TF.resize(video, self.jitter_size(), antialias=True)
             video = self.spatial(video)
-        out = TF.to_dtype(video, torch.float32, scale=True)
-        out = TF.normalize(out, self.mean, self.std).as_subclass(torch.Tensor)  # (T, C, H, W)
-        if self.erasing is not None:
-            out = self.erasing(out)
-        return out.permute(1, 0, 2, 3).contiguous()  # (C, T, H, W)
+        return finish_clip(video, self.mean, self.std, self.erasing)  # (C, T, H, W)
 
     def jitter_size(self) -> int:
         """A short side in ``jitter_scales``: uniform, or uniform in 1/size (SlowFast's INV_UNIFORM_SAMPLE)."""
@@ -79,6 +75,19 @@ class ClipTransform:
         if self.inverse_uniform_jitter:
             return int(round(1.0 / (1.0 / hi + torch.rand(()).item() * (1.0 / lo - 1.0 / hi))))
         return int(torch.randint(lo, hi + 1, ()).item())
+
+
+def finish_clip(
+    video: torch.Tensor, mean: Sequence[float], std: Sequence[float], erase: Callable | None = None
+) -> torch.Tensor:
+    """The tail of every clip pipeline (classification and AVA): ``(T, C, H, W)`` uint8 -> /255, mean/std
+    normalised, optionally erased (``erase`` works on ``(T, C, H, W)``), as ``(C, T, H, W)`` float (the model's
+    layout)."""
+    out = TF.to_dtype(video, torch.float32, scale=True)
+    out = TF.normalize(out, list(mean), list(std)).as_subclass(torch.Tensor)  # (T, C, H, W)
+    if erase is not None:
+        out = erase(out)
+    return out.permute(1, 0, 2, 3).contiguous()  # (C, T, H, W)
 
 
 def spatial_crop(video: torch.Tensor, size: int, index: int) -> torch.Tensor:
