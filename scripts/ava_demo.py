@@ -24,7 +24,8 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvit_video.data.ava import FPS, read_boxes  # noqa: E402
+from mvit_video.data.annotations import read_boxes  # noqa: E402
+from mvit_video.data.ava import FPS  # noqa: E402
 from mvit_video.data.decoding import read_frames  # noqa: E402
 from mvit_video.data.synthetic import write_video  # noqa: E402
 from mvit_video.inference import CheckpointMetadataError, load_detector  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvit_video.data.kinetics import DatasetFormatError  # noqa: E402
+from mvit_video.data.annotations import DatasetFormatError  # noqa: E402
 from mvit_video.inference import CheckpointMetadataError, VideoReadError, load  # noqa: E402
 from mvit_video.models.convert import CheckpointReadError  # noqa: E402
 

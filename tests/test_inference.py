@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mvit_video
-from mvit_video.data.kinetics import DatasetFormatError
+from mvit_video.data.annotations import DatasetFormatError
 from mvit_video.data.synthetic import write_video
 from mvit_video.inference import CheckpointMetadataError, VideoReadError
 from mvit_video.train import run

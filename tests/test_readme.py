@@ -220,7 +220,7 @@ def run_evaluate(tokens, request, tmp):
 
 def run_prepare_kinetics(tokens, request, tmp):
     """prepare_kinetics on a folder-per-class tree whose class names hold spaces, as Kinetics' do."""
-    from mvit_video.data.kinetics import read_video_csv
+    from mvit_video.data.annotations import read_video_csv
 
     tree = tmp / "k400 videos"
     shutil.copytree(_fix(request, "tiny_kinetics") / "videos", tree)

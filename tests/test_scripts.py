@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torchvision.models.video import mvit_v2_s
 
-from mvit_video.data.kinetics import read_video_csv
+from mvit_video.data.annotations import read_video_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
