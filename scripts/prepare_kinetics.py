@@ -18,8 +18,6 @@ import shutil
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 EXTS = {".mp4", ".webm", ".mkv", ".avi", ".mov"}
 
 
@@ -71,24 +69,31 @@ def check_name(path: Path) -> str | None:
     return None
 
 
-def main() -> None:
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm import tqdm
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video_dir", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="dataset root to write the CSVs into")
     parser.add_argument("--short-side", type=int, default=None, help="re-encode to this short side (e.g. 320)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     train_dir = args.video_dir / "train"
     if not train_dir.is_dir():
-        sys.exit(
-            f"error: {train_dir} not found: expected VIDEO_DIR/train/<class name>/<video files> "
+        return _error(
+            f"{train_dir} not found: expected VIDEO_DIR/train/<class name>/<video files> "
             f"(and VIDEO_DIR/val/..., optionally VIDEO_DIR/test/...)"
         )
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
     if not classes:
-        sys.exit(f"error: no class folders in {train_dir}: expected {train_dir}/<class name>/<video files>")
+        return _error(f"no class folders in {train_dir}: expected {train_dir}/<class name>/<video files>")
     for name in classes:
         if problem := check_name(Path(name)):
-            sys.exit(f"error: class folder {train_dir / name!r}: {problem}")
+            return _error(f"class folder {train_dir / name!r}: {problem}")
     index = {c: i for i, c in enumerate(classes)}
     args.out.mkdir(parents=True, exist_ok=True)
     skipped: list[str] = []
@@ -102,7 +107,7 @@ def main() -> None:
             parts = video.relative_to(split_dir).parts
             cls = parts[0]
             if len(parts) < 2 or cls not in index:
-                sys.exit(f"error: {video}: class folder {cls!r} is not among the train classes ({train_dir})")
+                return _error(f"{video}: class folder {cls!r} is not among the train classes ({train_dir})")
             if problem := check_name(video):
                 skipped.append(f"{video!r}: {problem}")
                 continue
@@ -128,7 +133,8 @@ def main() -> None:
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
     print(f"{len(classes)} classes -> {args.out}" + (f"; {len(skipped)} videos skipped (listed above)" if skipped else ""))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

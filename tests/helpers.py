@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -105,3 +106,20 @@ class FailAtStep:
                     raise RuntimeError(f"injected failure at step {step}")
 
         return _Fail()
+
+
+def run_script(name: str, *args) -> subprocess.CompletedProcess:
+    """``scripts/<name>``'s ``main(argv)`` in this process (no interpreter start-up, no re-import of torch), its
+    stdout and stderr captured: the same answer as running the script, for the tests that check what it says."""
+    import contextlib
+    import io
+    import runpy
+
+    main = runpy.run_path(str(Path(CONF_DIR).parent / "scripts" / name))["main"]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess([name, *map(str, args)], code, out.getvalue(), err.getvalue())

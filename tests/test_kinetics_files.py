@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,8 @@ import torch
 from mvit_video.data.annotations import DatasetFormatError, read_classnames, read_video_csv
 from mvit_video.data.kinetics import KineticsDataModule
 
-from .helpers import compose_cfg
+from .helpers import compose_cfg, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("air drumming", "café au lait", "playing ice hockey")  # sorted: the labels prepare_kinetics gives
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
 
@@ -57,8 +55,7 @@ def class_tree(tmp_path_factory) -> Path:
 
 
 def _prepare(*args) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "scripts/prepare_kinetics.py", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    return run_script("prepare_kinetics.py", *args)
 
 
 @needs_ffmpeg
