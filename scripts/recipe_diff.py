@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Our resolved experiment configs next to the official MViTv2 recipes (shared/MVITV2_SPEC.md §2.1-2.3).
+"""Our resolved experiment configs next to the official MViTv2 recipes (mvit_video/recipes.py, spec §2.1-2.3).
 
 For every experiment with an official counterpart, prints each recipe value (ours | official | verdict) and
 exits non-zero on any difference that the experiment file does not declare under ``recipe_deviations`` with its
@@ -14,84 +14,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from mvit_video.recipes import LR_KEYS, NOT_RECIPES, OFFICIAL, REQUIRED
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-RAND_AUG = "rand-m7-n4-mstd0.5-inc1"
-KINETICS_MEAN, KINETICS_STD = [0.45] * 3, [0.225] * 3
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-REQUIRED = "<a checkpoint, required>"  # init_from must be set (to anything)
-
-# Values shared by all five official video configs (spec §2.1-2.3).
-COMMON = {
-    "data.crop_size": 224, "data.mean": KINETICS_MEAN, "data.std": KINETICS_STD,
-    "data.rand_augment": RAND_AUG, "data.erase_prob": 0.25,
-    "model.head_dropout": 0.5, "task.label_smoothing": 0.1,
-    "task.mixup.mixup_alpha": 0.8, "task.mixup.cutmix_alpha": 1.0, "task.mixup.prob": 1.0, "task.mixup.switch_prob": 0.5,
-    "task.scheduler.end_lr": 1e-6, "trainer.precision": "32-true",
-}  # fmt: skip
-K400 = {
-    **COMMON,
-    "task.optimizer._target_": "torch.optim.AdamW", "task.optimizer.lr": 1e-4, "task.optimizer.weight_decay": 0.05,
-    "task.optimizer.betas": [0.9, 0.999], "task.optimizer.eps": 1e-8,
-    "task.scheduler.warmup_epochs": 30, "task.scheduler.warmup_start_lr": 1e-6,
-    "trainer.max_epochs": 200, "trainer.gradient_clip_val": 1.0,
-    "data.batch_size": 2, "data.num_samples": 2,  # 16 per node / 8 GPUs, NUM_SAMPLE 2
-    "data.random_resized_crop": True, "data.flip": True, "data.train_jitter_scales": [256, 320],
-    "data.inverse_uniform_jitter": False, "data.test_num_clips": 5, "data.test_num_crops": 1,
-}  # fmt: skip
-SSV2 = {
-    **COMMON,
-    "task.optimizer._target_": "torch.optim.SGD", "task.optimizer.lr": 2.5e-3, "task.optimizer.momentum": 0.9,
-    "task.optimizer.nesterov": True, "task.optimizer.weight_decay": 1e-4,
-    "task.scheduler.warmup_epochs": 3, "task.scheduler.warmup_start_lr": 1e-4,
-    "trainer.max_epochs": 100, "trainer.gradient_clip_val": None,
-    "data.batch_size": 2, "data.num_samples": 1,
-    "data.random_resized_crop": False, "data.flip": False, "data.train_jitter_scales": [256, 320],
-    "data.inverse_uniform_jitter": True, "data.test_num_clips": 1, "data.test_num_crops": 3,
-    "data.num_classes": 174, "model.drop_path_rate": 0.4, "init_from": REQUIRED,
-}  # fmt: skip
-S16 = {"model.name": "mvitv2_s_16x4", "data.num_frames": 16, "data.sampling_rate": 4}
-B32 = {"model.name": "mvitv2_b_32x3", "data.num_frames": 32, "data.sampling_rate": 3}
-L40 = {
-    "model.name": "mvitv2_l_40x3", "data.num_frames": 40, "data.sampling_rate": 3, "data.crop_size": 312,
-    "data.train_jitter_scales": [356, 446], "data.mean": IMAGENET_MEAN, "data.std": IMAGENET_STD,
-    "model.drop_path_rate": 0.75, "task.grad_checkpointing": True,
-}  # fmt: skip
-# The K400-L file is test-only: its architecture, data and test values are official, its training recipe is not.
-K400_L_TEST = {k: v for k, v in {**K400, **L40}.items() if k.startswith(("data.", "model.", "task.grad"))}
-K400_L_TEST.update({"data.test_num_crops": 3, "task.mixup.prob": 0.0, "data.batch_size": 1})
-K400_L_TEST.pop("data.num_samples")  # AUG.NUM_SAMPLE of L is not in the repo
-
-OFFICIAL: dict[str, tuple[str, dict]] = {
-    "k400_mvitv2_s": ("configs/Kinetics/MVITv2_S_16x4.yaml", {**K400, **S16, "model.drop_path_rate": 0.2}),
-    "k400_mvitv2_b": ("configs/Kinetics/MVITv2_B_32x3.yaml", {**K400, **B32, "model.drop_path_rate": 0.3}),
-    "k400_mvitv2_l": ("configs/Kinetics/MVITv2_L_40x3_test.yaml (test-only)", K400_L_TEST),
-    "k600_mvitv2_b": ("no K600 config; the K400-B recipe (spec §2)", {**K400, **B32, "model.drop_path_rate": 0.3}),
-    "k700_mvitv2_b": ("no K700 config; the K400-B recipe (spec §2)", {**K400, **B32, "model.drop_path_rate": 0.3}),
-    "ssv2_mvitv2_s": ("configs/SSv2/MVITv2_S_16x4.yaml", {**SSV2, **S16}),
-    "ssv2_mvitv2_b": ("configs/SSv2/MVITv2_B_32x3.yaml", {**SSV2, **B32, "task.optimizer.lr": 1.5e-3}),
-    "ssv2_mvitv2_l": (
-        "configs/SSv2/MVITv2_L_40x3.yaml",
-        {
-            **SSV2, **L40, "task.optimizer.lr": 1.25e-3, "task.scheduler.warmup_start_lr": 1e-6,
-            "trainer.max_epochs": 40, "trainer.gradient_clip_val": 2.0, "data.batch_size": 1, "task.mixup.prob": 0.0,
-        },
-    ),  # fmt: skip
-}
-NOT_RECIPES = {
-    "demo": "the CPU demo, tuned for 2 cores (not a paper recipe)",
-    "ssv2_synthetic": "synthetic SSv2 on CPU, tuned like the demo",
-    "ava_synthetic": "synthetic AVA on CPU",
-    "ava_mvitv2_s": "no official MViT AVA config exists (spec §2, §4.4); sources are in the file",
-    "ava_mvitv2_b": "no official MViT AVA config exists (spec §2, §4.4); sources are in the file",
-}
-LR_KEYS = ("task.optimizer.lr", "task.scheduler.warmup_start_lr", "task.scheduler.end_lr")
 
 
-def compose_experiment(name: str, extra: list[str] | None = None):
+def compose_experiment(name: str, extra: list[str] | None = None) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+
     from mvit_video.train import register_resolvers
 
     register_resolvers()
@@ -99,7 +34,7 @@ def compose_experiment(name: str, extra: list[str] | None = None):
         return compose("train", overrides=[f"experiment={name}", "paths.output_dir=.", *(extra or [])])
 
 
-def _same(ours, official) -> bool:
+def _same(ours: object, official: object) -> bool:
     if official == REQUIRED:
         return ours is not None
     if isinstance(official, float) and isinstance(ours, (int, float)) and not isinstance(ours, bool):
@@ -109,7 +44,9 @@ def _same(ours, official) -> bool:
 
 def check(name: str, overrides: list[str] | None = None) -> list[str]:
     """Print the comparison of one experiment (with optional Hydra overrides); return its errors."""
-    source, official = OFFICIAL[name]
+    from omegaconf import OmegaConf
+
+    source, official = OFFICIAL[name].source, OFFICIAL[name].values
     cfg = compose_experiment(name, overrides)
     declared = cfg.get("recipe_deviations")
     deviations = OmegaConf.to_container(declared, resolve=True) if declared is not None else {}
@@ -142,10 +79,10 @@ def check(name: str, overrides: list[str] | None = None) -> list[str]:
     return errors
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", help="default: every experiment in conf/experiment")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     names = args.experiments or sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
     errors = []
     for name in names:

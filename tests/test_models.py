@@ -1,42 +1,37 @@
-"""Model layer: every preset builds with the paper's parameter count; tiny and S run forward/backward."""
+"""Model layer: every preset builds with the paper's parameter count (mvit_video.recipes.PAPER); tiny and S run
+forward/backward."""
 
 import pytest
 import torch
 
 from mvit_video.models import build_model, list_models
 from mvit_video.models.convert import CheckpointMismatchError, convert_state_dict
+from mvit_video.recipes import PAPER, params_match
 
-PARAMS = {
-    ("mvitv2_s_16x4", 400): 34_537_744,
-    ("mvitv2_b_32x3", 400): 51_230_128,
-    ("mvitv2_l_40x3", 400): 213_390_112,
-    ("mvitv2_s_16x4", 174): 34_363_950,
-    ("mvitv2_b_32x3", 174): 51_056_334,
-    ("mvitv2_l_40x3", 174): 213_129_534,
-}
-IMAGE_PARAMS_M = {"mvitv2_t": 24.17, "mvitv2_s": 34.87, "mvitv2_b": 51.47, "mvitv2_l": 217.99}
+VIDEO = [row for row in PAPER if isinstance(row.params, int)]  # exact counts of the official checkpoints
+IMAGE = [row for row in PAPER if not isinstance(row.params, int)]  # the paper's counts, in millions
 
 
 def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize(("name", "classes"), list(PARAMS))
-def test_video_param_counts_exact(name, classes):
+@pytest.mark.parametrize("row", VIDEO, ids=lambda r: f"{r.preset}-{r.num_classes}")
+def test_video_param_counts_exact(row):
     with torch.device("meta"):
-        model = build_model(name, num_classes=classes)
-    assert count(model) == PARAMS[(name, classes)]
+        model = build_model(row.preset, num_classes=row.num_classes)
+    assert count(model) == row.params
 
 
-@pytest.mark.parametrize("name", list(IMAGE_PARAMS_M))
-def test_image_param_counts(name):
+@pytest.mark.parametrize("row", IMAGE, ids=lambda r: r.preset)
+def test_image_param_counts(row):
     with torch.device("meta"):
-        model = build_model(name)
-    assert round(count(model) / 1e6, 2) == IMAGE_PARAMS_M[name]
+        model = build_model(row.preset)
+    assert round(count(model) / 1e6, 2) == row.params and params_match(count(model), row.params)
 
 
 def test_registry_lists_every_preset():
-    assert set(list_models()) >= {"mvitv2_tiny", *{n for n, _ in PARAMS}, *IMAGE_PARAMS_M}
+    assert set(list_models()) >= {"mvitv2_tiny", *(row.preset for row in PAPER)}
     with pytest.raises(KeyError, match="unknown model"):
         build_model("mvitv2_xxl")
 
@@ -266,13 +261,9 @@ def test_checkpoint_of_another_size_is_a_clear_error():
 
 
 def test_model_report_matches_paper():
-    import subprocess
-    import sys
+    from .helpers import run_script
 
-    out = subprocess.run(
-        [sys.executable, "scripts/model_report.py", "--only", "mvitv2_s_16x4", "mvitv2_t"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    out = run_script("model_report.py", "--only", "mvitv2_s_16x4", "mvitv2_t")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "64.46" in out.stdout and "34,537,744" in out.stdout
 

@@ -20,7 +20,7 @@ class ROIActionHead(nn.Module):
     BCE with logits, for training)."""
 
     def __init__(
-        self, dim: int, num_classes: int = 80, resolution: int = 7, spatial_scale: float = 1 / 32, dropout: float = 0.5
+        self, dim: int, num_classes: int, resolution: int = 7, spatial_scale: float = 1 / 32, dropout: float = 0.5
     ) -> None:
         super().__init__()
         self.resolution, self.spatial_scale = resolution, spatial_scale
@@ -56,7 +56,8 @@ class AVADetector(nn.Module):
         return torch.sigmoid(self.logits(video, boxes).float())
 
 
-def build_ava_detector(backbone: nn.Module, num_classes: int = 80, dropout: float = 0.5) -> AVADetector:
-    """The ROI head's spatial scale is 1 / the backbone's ``feature_stride`` (1/32 for the paper's 4-stage models)."""
+def build_ava_detector(backbone: nn.Module, num_classes: int, dropout: float = 0.5) -> AVADetector:
+    """``num_classes``: the dataset's action ids (``data.num_classes``; AVA's are in ``conf/data/ava.yaml``). The ROI
+    head's spatial scale is 1 / the backbone's ``feature_stride`` (1/32 for the paper's 4-stage models)."""
     scale = 1.0 / getattr(backbone, "feature_stride", 32)
     return AVADetector(backbone, ROIActionHead(backbone.num_features, num_classes, spatial_scale=scale, dropout=dropout))

@@ -324,41 +324,41 @@ def mvitv2_tiny(**kwargs) -> MViTv2:
 
 @register_model
 def mvitv2_s_16x4(**kwargs) -> MViTv2:
-    """MViTv2-S, 16 frames x 224^2 (K400: 34,537,744 parameters, 64.5 GFLOPs per view)."""
+    """MViTv2-S, 16 frames x 224^2 (parameters and GFLOPs per view: ``mvit_video.recipes.PAPER``)."""
     return _build(_VIDEO_S, **kwargs)
 
 
 @register_model
 def mvitv2_b_32x3(**kwargs) -> MViTv2:
-    """MViTv2-B, 32 frames x 224^2 (K400: 51,230,128 parameters, 225.2 GFLOPs per view)."""
+    """MViTv2-B, 32 frames x 224^2 (parameters and GFLOPs per view: ``mvit_video.recipes.PAPER``)."""
     return _build(_VIDEO_B, **kwargs)
 
 
 @register_model
 def mvitv2_l_40x3(**kwargs) -> MViTv2:
-    """MViTv2-L, 40 frames x 312^2 (K400: 213,390,112 parameters, 2828.1 GFLOPs per view)."""
+    """MViTv2-L, 40 frames x 312^2 (parameters and GFLOPs per view: ``mvit_video.recipes.PAPER``)."""
     return _build(_VIDEO_L, **kwargs)
 
 
 @register_model
 def mvitv2_t(**kwargs) -> MViTv2:
-    """Image MViTv2-T, 224^2 (24.17M parameters, 4.70 GFLOPs)."""
+    """Image MViTv2-T, 224^2 (the paper's size: ``mvit_video.recipes.PAPER``)."""
     return _build(replace(_VIDEO_S, depths=(1, 2, 5, 2), **_IMAGE), **kwargs)
 
 
 @register_model
 def mvitv2_s(**kwargs) -> MViTv2:
-    """Image MViTv2-S, 224^2 (34.87M parameters, 7.00 GFLOPs)."""
+    """Image MViTv2-S, 224^2 (the paper's size: ``mvit_video.recipes.PAPER``)."""
     return _build(replace(_VIDEO_S, **_IMAGE), **kwargs)
 
 
 @register_model
 def mvitv2_b(**kwargs) -> MViTv2:
-    """Image MViTv2-B, 224^2 (51.47M parameters, 10.16 GFLOPs)."""
+    """Image MViTv2-B, 224^2 (the paper's size: ``mvit_video.recipes.PAPER``)."""
     return _build(replace(_VIDEO_B, **_IMAGE), **kwargs)
 
 
 @register_model
 def mvitv2_l(**kwargs) -> MViTv2:
-    """Image MViTv2-L, 224^2, widening in the MLP as its official test config does (217.99M, 43.87 GFLOPs)."""
+    """Image MViTv2-L, 224^2, widening in the MLP as its official test config does (size: ``recipes.PAPER``)."""
     return _build(replace(_VIDEO_L, input_size=224, dim_mul_in_att=False, **_IMAGE), **kwargs)

@@ -1,0 +1,126 @@
+"""The official MViTv2 values, in one place: the recipes of SlowFast's configs and the paper's model sizes.
+
+``OFFICIAL`` is what ``scripts/recipe_diff.py`` compares our resolved experiment configs with (config key ->
+official value, spec §2.1-2.3); ``PAPER`` is what ``scripts/model_report.py`` and the tests compare our built models
+with (parameters and GFLOPs per view, spec §0 and §3). Configs, tests and docstrings refer to these tables instead
+of restating the numbers. Standard library only: the scripts import it without torch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+RAND_AUG = "rand-m7-n4-mstd0.5-inc1"
+KINETICS_MEAN, KINETICS_STD = [0.45] * 3, [0.225] * 3
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+REQUIRED = "<a checkpoint, required>"  # init_from must be set (to anything)
+
+# Values shared by all five official video configs (spec §2.1-2.3).
+COMMON = {
+    "data.crop_size": 224, "data.mean": KINETICS_MEAN, "data.std": KINETICS_STD,
+    "data.rand_augment": RAND_AUG, "data.erase_prob": 0.25,
+    "model.head_dropout": 0.5, "task.label_smoothing": 0.1,
+    "task.mixup.mixup_alpha": 0.8, "task.mixup.cutmix_alpha": 1.0, "task.mixup.prob": 1.0, "task.mixup.switch_prob": 0.5,
+    "task.scheduler.end_lr": 1e-6, "trainer.precision": "32-true",
+}  # fmt: skip
+K400 = {
+    **COMMON,
+    "data.num_classes": 400,
+    "task.optimizer._target_": "torch.optim.AdamW", "task.optimizer.lr": 1e-4, "task.optimizer.weight_decay": 0.05,
+    "task.optimizer.betas": [0.9, 0.999], "task.optimizer.eps": 1e-8,
+    "task.scheduler.warmup_epochs": 30, "task.scheduler.warmup_start_lr": 1e-6,
+    "trainer.max_epochs": 200, "trainer.gradient_clip_val": 1.0,
+    "data.batch_size": 2, "data.num_samples": 2,  # 16 per node / 8 GPUs, NUM_SAMPLE 2
+    "data.random_resized_crop": True, "data.flip": True, "data.train_jitter_scales": [256, 320],
+    "data.inverse_uniform_jitter": False, "data.test_num_clips": 5, "data.test_num_crops": 1,
+}  # fmt: skip
+SSV2 = {
+    **COMMON,
+    "task.optimizer._target_": "torch.optim.SGD", "task.optimizer.lr": 2.5e-3, "task.optimizer.momentum": 0.9,
+    "task.optimizer.nesterov": True, "task.optimizer.weight_decay": 1e-4,
+    "task.scheduler.warmup_epochs": 3, "task.scheduler.warmup_start_lr": 1e-4,
+    "trainer.max_epochs": 100, "trainer.gradient_clip_val": None,
+    "data.batch_size": 2, "data.num_samples": 1,
+    "data.random_resized_crop": False, "data.flip": False, "data.train_jitter_scales": [256, 320],
+    "data.inverse_uniform_jitter": True, "data.test_num_clips": 1, "data.test_num_crops": 3,
+    "data.num_classes": 174, "model.drop_path_rate": 0.4, "init_from": REQUIRED,
+}  # fmt: skip
+S16 = {"model.name": "mvitv2_s_16x4", "data.num_frames": 16, "data.sampling_rate": 4}
+B32 = {"model.name": "mvitv2_b_32x3", "data.num_frames": 32, "data.sampling_rate": 3}
+L40 = {
+    "model.name": "mvitv2_l_40x3", "data.num_frames": 40, "data.sampling_rate": 3, "data.crop_size": 312,
+    "data.train_jitter_scales": [356, 446], "data.mean": IMAGENET_MEAN, "data.std": IMAGENET_STD,
+    "model.drop_path_rate": 0.75, "task.grad_checkpointing": True,
+}  # fmt: skip
+K400_B = {**K400, **B32, "model.drop_path_rate": 0.3}
+# The K400-L file is test-only: its architecture, data and test values are official, its training recipe is not.
+K400_L_TEST = {k: v for k, v in {**K400, **L40}.items() if k.startswith(("data.", "model.", "task.grad"))}
+K400_L_TEST.update({"data.test_num_crops": 3, "task.mixup.prob": 0.0, "data.batch_size": 1})
+K400_L_TEST.pop("data.num_samples")  # AUG.NUM_SAMPLE of L is not in the repo
+
+
+class Recipe(NamedTuple):
+    source: str  # the official config (or why there is none)
+    values: dict  # config key -> official value
+    trains_like: str | None = None  # for a test-only config: the recipe whose training values the experiment uses
+
+
+OFFICIAL: dict[str, Recipe] = {
+    "k400_mvitv2_s": Recipe("configs/Kinetics/MVITv2_S_16x4.yaml", {**K400, **S16, "model.drop_path_rate": 0.2}),
+    "k400_mvitv2_b": Recipe("configs/Kinetics/MVITv2_B_32x3.yaml", K400_B),
+    "k400_mvitv2_l": Recipe("configs/Kinetics/MVITv2_L_40x3_test.yaml (test-only)", K400_L_TEST, "k400_mvitv2_b"),
+    "k600_mvitv2_b": Recipe("no K600 config; the K400-B recipe (spec §2)", {**K400_B, "data.num_classes": 600}),
+    "k700_mvitv2_b": Recipe("no K700 config; the K400-B recipe (spec §2)", {**K400_B, "data.num_classes": 700}),
+    "ssv2_mvitv2_s": Recipe("configs/SSv2/MVITv2_S_16x4.yaml", {**SSV2, **S16}),
+    "ssv2_mvitv2_b": Recipe("configs/SSv2/MVITv2_B_32x3.yaml", {**SSV2, **B32, "task.optimizer.lr": 1.5e-3}),
+    "ssv2_mvitv2_l": Recipe(
+        "configs/SSv2/MVITv2_L_40x3.yaml",
+        {
+            **SSV2, **L40, "task.optimizer.lr": 1.25e-3, "task.scheduler.warmup_start_lr": 1e-6,
+            "trainer.max_epochs": 40, "trainer.gradient_clip_val": 2.0, "data.batch_size": 1, "task.mixup.prob": 0.0,
+        },
+    ),  # fmt: skip
+}
+NOT_RECIPES = {
+    "demo": "the CPU demo, tuned for 2 cores (not a paper recipe)",
+    "ssv2_synthetic": "synthetic SSv2 on CPU, tuned like the demo",
+    "ava_synthetic": "synthetic AVA on CPU",
+    "ava_mvitv2_s": "no official MViT AVA config exists (spec §2, §4.4); sources are in the file",
+    "ava_mvitv2_b": "no official MViT AVA config exists (spec §2, §4.4); sources are in the file",
+}
+LR_KEYS = ("task.optimizer.lr", "task.scheduler.warmup_start_lr", "task.scheduler.end_lr")
+
+
+def expected(name: str) -> dict:
+    """The values an experiment must have: its official ones, over those of the recipe it trains like (if any)."""
+    recipe = OFFICIAL[name]
+    base = OFFICIAL[recipe.trains_like].values if recipe.trains_like else {}
+    return {**base, **recipe.values}
+
+
+class PaperModel(NamedTuple):
+    preset: str
+    num_classes: int
+    input_shape: tuple[int, ...]  # one view, (1, C, T, H, W) or (1, C, H, W)
+    params: int | float  # int: the exact count of the official checkpoint; float: millions, as the paper prints them
+    gflops: float  # per view, one multiply-add = one FLOP (fvcore's convention)
+
+
+# Sources: spec §0 (video: the official checkpoints' counts) and §3 (image models: the paper's table).
+PAPER: tuple[PaperModel, ...] = (
+    PaperModel("mvitv2_s_16x4", 400, (1, 3, 16, 224, 224), 34_537_744, 64.5),
+    PaperModel("mvitv2_b_32x3", 400, (1, 3, 32, 224, 224), 51_230_128, 225.2),
+    PaperModel("mvitv2_l_40x3", 400, (1, 3, 40, 312, 312), 213_390_112, 2828.1),
+    PaperModel("mvitv2_s_16x4", 174, (1, 3, 16, 224, 224), 34_363_950, 64.5),
+    PaperModel("mvitv2_b_32x3", 174, (1, 3, 32, 224, 224), 51_056_334, 225.2),
+    PaperModel("mvitv2_l_40x3", 174, (1, 3, 40, 312, 312), 213_129_534, 2828.1),
+    PaperModel("mvitv2_t", 1000, (1, 3, 224, 224), 24.17, 4.70),
+    PaperModel("mvitv2_s", 1000, (1, 3, 224, 224), 34.87, 7.00),
+    PaperModel("mvitv2_b", 1000, (1, 3, 224, 224), 51.47, 10.16),
+    PaperModel("mvitv2_l", 1000, (1, 3, 224, 224), 217.99, 43.87),
+)
+
+
+def params_match(count: int, paper: int | float) -> bool:
+    """Exact for a checkpoint's count; to the paper's two decimals (in millions) for a printed one."""
+    return count == paper if isinstance(paper, int) else round(count / 1e6, 2) == paper
