@@ -1,26 +1,36 @@
-"""Config composition: every experiment composes and instantiates its data, model and task."""
+"""Config composition: every experiment composes and instantiates its data, model and task, and its recipe values
+are the official ones (mvit_video.recipes, through scripts/recipe_diff.py)."""
 
+import runpy
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra.utils import instantiate
 
+from mvit_video.recipes import OFFICIAL, expected
 from mvit_video.train import register_resolvers
 
-from .helpers import compose_cfg
+from .helpers import CONF_DIR, compose_cfg, run_script
 
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
-OFFICIAL = {  # (num_classes, frames, rate, crop, drop path, lr, epochs) from spec §2
-    "k400_mvitv2_s": (400, 16, 4, 224, 0.2, 1e-4, 200),
-    "k400_mvitv2_b": (400, 32, 3, 224, 0.3, 1e-4, 200),
-    "k400_mvitv2_l": (400, 40, 3, 312, 0.75, 1e-4, 200),
-    "k600_mvitv2_b": (600, 32, 3, 224, 0.3, 1e-4, 200),
-    "k700_mvitv2_b": (700, 32, 3, 224, 0.3, 1e-4, 200),
-    "ssv2_mvitv2_s": (174, 16, 4, 224, 0.4, 2.5e-3, 100),
-    "ssv2_mvitv2_b": (174, 32, 3, 224, 0.4, 1.5e-3, 100),
-    "ssv2_mvitv2_l": (174, 40, 3, 312, 0.75, 1.25e-3, 40),
-}
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def composed(tmp_path_factory):
+    """``composed(name, *overrides)``: the experiment's config, composed once per module (composition is the cost)."""
+    register_resolvers()
+    root = tmp_path_factory.mktemp("configs")
+    cache = {}
+
+    def get(name: str, *overrides: str):
+        key = (name, *overrides)
+        if key not in cache:
+            cache[key] = compose_cfg([f"experiment={name}", *overrides], root / "out", root / "data")
+        return cache[key]
+
+    return get
 
 
 def test_all_issue_experiments_exist():
@@ -28,25 +38,36 @@ def test_all_issue_experiments_exist():
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_composes_and_instantiates(name, tmp_path):
-    register_resolvers()
-    cfg = compose_cfg([f"experiment={name}"], tmp_path / "out", tmp_path / "data")
+def test_experiments_compose_one_way(name):
+    """Every experiment names its groups with ``override /group: x`` and holds its deltas: none includes another."""
+    defaults = yaml.safe_load((Path(CONF_DIR) / "experiment" / f"{name}.yaml").read_text()).get("defaults", [])
+    assert defaults and all(isinstance(d, dict) and all(k.startswith("override /") for k in d) for d in defaults)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_instantiates(name, composed):
+    cfg = composed(name)
     dm = instantiate(cfg.data)
     with torch.device("meta"):
         net = instantiate(cfg.model)
     task = instantiate(cfg.task, net=net)
-    if name.startswith("ava"):
+    detection = name.startswith("ava")
+    assert cfg.callbacks.model_checkpoint.monitor == cfg.objective == ("val/mAP" if detection else "val/top1")
+    if detection:
         assert net.roi_head.projection.out_features == 80
         assert net.backbone.cfg.num_frames == dm.kw["num_frames"] and net.backbone.cfg.input_size == dm.kw["crop_size"]
         return
     assert task.num_classes == dm.num_classes == net.num_classes
     assert net.cfg.num_frames == dm.num_frames and net.cfg.input_size == dm.crop_size
-    if name in OFFICIAL:
-        classes, frames, rate, crop, dpr, lr, epochs = OFFICIAL[name]
-        assert (dm.num_classes, dm.num_frames, dm.sampling_rate, dm.crop_size) == (classes, frames, rate, crop)
-        assert net.cfg.drop_path_rate == dpr
-        assert task.optimizer_factory.keywords["lr"] == lr
-        assert cfg.trainer.max_epochs == epochs
+    if name in OFFICIAL:  # what the built objects carry is the official recipe (mvit_video/recipes.py)
+        built = {
+            "data.num_classes": dm.num_classes, "data.num_frames": dm.num_frames,
+            "data.sampling_rate": dm.sampling_rate, "data.crop_size": dm.crop_size,
+            "model.drop_path_rate": net.cfg.drop_path_rate, "task.optimizer.lr": task.optimizer_factory.keywords["lr"],
+            "trainer.max_epochs": cfg.trainer.max_epochs,
+        }  # fmt: skip
+        want = expected(name)
+        assert built == {key: want[key] for key in built}
 
 
 def test_lr_scales_with_nodes(tmp_path):
@@ -63,35 +84,26 @@ def test_missing_dataset_fails_fast_with_instructions(tmp_path):
         run(cfg)
 
 
-def _recipe_diff():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "recipe_diff.py"
-    spec = importlib.util.spec_from_file_location("recipe_diff", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _recipe_diff() -> dict:
+    return runpy.run_path(str(Path(CONF_DIR).parent / "scripts" / "recipe_diff.py"))
 
 
 def test_recipe_diff_passes_on_every_experiment():
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "scripts/recipe_diff.py"], cwd=root, capture_output=True, text=True, check=False)
+    out = run_script("recipe_diff.py")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"{len(EXPERIMENTS)} experiments, 0 unexplained differences" in out.stdout
     assert "ssv2_mvitv2_l" in out.stdout and "intended: the K400 checkpoint" in out.stdout
 
 
 def test_recipe_diff_catches_an_undeclared_difference_and_a_stale_declaration():
-    rd = _recipe_diff()
-    errors = rd.check("ssv2_mvitv2_s", ["model.drop_path_rate=0.3"])
+    check = _recipe_diff()["check"]
+    errors = check("ssv2_mvitv2_s", ["model.drop_path_rate=0.3"])
     assert any("model.drop_path_rate" in e for e in errors)
-    errors = rd.check("ssv2_mvitv2_s", ["init_from=/ckpt/k400.ckpt"])  # now official, yet declared as a deviation
+    errors = check("ssv2_mvitv2_s", ["init_from=/ckpt/k400.ckpt"])  # now official, yet declared as a deviation
     assert any("declared but the value is the official one" in e for e in errors)
-    assert rd.check("ssv2_mvitv2_s") == []
+    assert check("ssv2_mvitv2_s") == []
     # the official value at one node, but a constant: it no longer scales with the number of nodes
-    errors = rd.check("k400_mvitv2_s", ["task.optimizer.lr=1e-4"])
+    errors = check("k400_mvitv2_s", ["task.optimizer.lr=1e-4"])
     assert [e for e in errors if "scale" in e] == errors and len(errors) == 1
 
 
@@ -109,8 +121,6 @@ def _compose_with_hydra(overrides: list[str], tmp_path: Path):
     """The config with its ``hydra`` node, to see the run directory and the group choices a command gets."""
     from hydra import compose, initialize_config_dir
 
-    from .helpers import CONF_DIR
-
     register_resolvers()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("train", overrides=[f"paths.data_dir={tmp_path}", *overrides], return_hydra_config=True)
@@ -121,12 +131,12 @@ def test_no_experiment_is_not_the_demo(tmp_path):
     cfg = _compose_with_hydra([], tmp_path)
     assert cfg.hydra.runtime.choices.experiment is None
     assert cfg.task_name == "train" and "/logs/train/runs/" in cfg.hydra.run.dir
-    assert cfg.model.name != "mvitv2_tiny" and not cfg.time_shuffle_control
+    assert cfg.model.name != "mvitv2_tiny" and not cfg.data.time_shuffle_control
     assert cfg.task.optimizer.lr != 5e-4 and cfg.trainer.max_epochs != 30
     demo = _compose_with_hydra(["experiment=demo"], tmp_path)  # the demo states its deltas
     assert (demo.task_name, demo.model.name, demo.data.root) == ("demo", "mvitv2_tiny", f"{tmp_path}/synthetic_kinetics")
     assert (demo.task.optimizer.lr, demo.trainer.max_epochs, demo.trainer.accelerator) == (5e-4, 30, "cpu")
-    assert demo.time_shuffle_control and "/logs/demo/runs/" in demo.hydra.run.dir
+    assert demo.data.time_shuffle_control and "/logs/demo/runs/" in demo.hydra.run.dir
 
 
 def test_own_dataset_command_gets_the_official_mvitv2_s_recipe(tmp_path):
@@ -141,7 +151,7 @@ def test_own_dataset_command_gets_the_official_mvitv2_s_recipe(tmp_path):
     assert (sched.warmup_epochs, sched.warmup_start_lr, sched.end_lr) == (30, 1e-6, 1e-6)
     assert cfg.task.mixup.mixup_alpha == 0.8 and cfg.task.label_smoothing == 0.1
     assert (cfg.trainer.max_epochs, cfg.trainer.accelerator, cfg.hydra.runtime.choices.trainer) == (200, "auto", "default")
-    assert cfg.task_name == "train" and "/logs/train/runs/" in cfg.hydra.run.dir and not cfg.time_shuffle_control
+    assert cfg.task_name == "train" and "/logs/train/runs/" in cfg.hydra.run.dir and not cfg.data.time_shuffle_control
 
 
 def test_layer_decay_scales_the_whole_schedule_of_every_group(tmp_path):
@@ -180,11 +190,10 @@ def test_layer_decay_scales_the_whole_schedule_of_every_group(tmp_path):
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_debug_tiny_fits_every_experiment(name, tmp_path):
+def test_debug_tiny_fits_every_experiment(name, composed):
     """``debug=tiny`` on every experiment: the tiny model, 8 frames, no workers, 2 batches, CPU; and no key that the
     data group lacks (its datamodule would get an unexpected argument: instantiating it checks that)."""
-    register_resolvers()
-    cfg = compose_cfg([f"experiment={name}", "debug=tiny"], tmp_path / "out", tmp_path / "data")
+    cfg = composed(name, "debug=tiny")
     instantiate(cfg.data)
     with torch.device("meta"):
         net = instantiate(cfg.model)
@@ -192,4 +201,4 @@ def test_debug_tiny_fits_every_experiment(name, tmp_path):
     backbone = net.backbone if name.startswith("ava") else net
     assert backbone.cfg.embed_dim == 32 and backbone.cfg.num_frames == cfg.data.num_frames == 8  # mvitv2_tiny
     assert (cfg.data.num_workers, cfg.trainer.limit_train_batches, cfg.trainer.accelerator) == (0, 2, "cpu")
-    assert cfg.callbacks.progress_bar is None and not cfg.time_shuffle_control
+    assert cfg.callbacks.progress_bar is None and not cfg.data.time_shuffle_control
