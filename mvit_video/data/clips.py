@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, default_collate
 
 from .base import SeededDataset, VideoDataModule
 from .transforms import ClipTransform
@@ -205,7 +205,7 @@ class ClipDataModule(VideoDataModule):
             self.test_num_crops, self.max_retries, time_shuffle=split == TIME_SHUFFLED, num_samples=self.num_samples,
         )  # fmt: skip
 
-    def test_dataloader(self):
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
         if self.time_shuffle_control:
             return [self.loader("test"), self.loader(TIME_SHUFFLED)]
         return self.loader("test")
