@@ -77,6 +77,16 @@ def test_lr_scales_with_nodes(tmp_path):
     assert cfg.task.optimizer.lr == pytest.approx(4 * OFFICIAL["k400_mvitv2_b"].values["task.optimizer.lr"])
 
 
+def test_no_experiment_scales_the_learning_rates_with_nodes(tmp_path):
+    """README: with no experiment, the K400 recipe's "lr 1e-4 per node". Before, the groups held the one-node values
+    and only the experiments scaled them, so a 4-node own-dataset run trained at a quarter of the recipe's LR."""
+    register_resolvers()
+    one = compose_cfg(["data.num_classes=7"], tmp_path / "o", tmp_path / "d")
+    four = compose_cfg(["data.num_classes=7", "trainer.num_nodes=4"], tmp_path / "o", tmp_path / "d")
+    for key in ("task.optimizer.lr", "task.scheduler.warmup_start_lr", "task.scheduler.end_lr"):
+        assert OmegaConf.select(four, key) == pytest.approx(4 * OmegaConf.select(one, key)), key
+
+
 def test_missing_dataset_fails_fast_with_instructions(tmp_path):
     from mvit_video.train import run
 
