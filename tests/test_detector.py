@@ -23,6 +23,6 @@ def test_detector_forward_backward():
 
 
 def test_detector_rejects_bad_boxes():
-    det = build_ava_detector(build_model("mvitv2_tiny", num_classes=0))
+    det = build_ava_detector(build_model("mvitv2_tiny", num_classes=0), num_classes=80)
     with pytest.raises(ValueError, match=r"boxes must be \(K, 5\)"):
         det(torch.randn(1, 3, 8, 64, 64), torch.zeros(2, 4))
