@@ -3,8 +3,8 @@ tools which only check or convert annotations start fast.
 
 - Kinetics format (spec §6.1): ``{train,val,test}.csv`` lines ``path label`` and ``classnames.txt``.
 - Something-Something-v2 (spec §6.2): the labels JSON and the train/validation JSON files.
-- AVA (spec §4.1) and SSv2 frame folders: the 5-column frame lists; AVA box CSVs and excluded timestamps.
-  AVA's label map is the evaluator's reader (``mvit_video.metrics``), the one copy for both.
+- AVA (spec §4.1) and SSv2 frame folders: the 5-column frame lists; AVA box CSVs as training targets. AVA's label
+  map and excluded timestamps are the evaluator's readers (``mvit_video.metrics``), one copy for both.
 
 Every format error names the file and the line.
 """
@@ -214,11 +214,3 @@ def read_boxes(path: str | Path, is_groundtruth: bool, score_threshold: float = 
             if len(row) > 6 and row[6].strip():
                 labels.add(int(row[6]))
     return dict(out)
-
-
-def read_exclusions(path: str | Path | None) -> set[tuple[str, int]]:
-    """The ``(video, second)`` keyframes an excluded-timestamps CSV lists (none without a file)."""
-    if not path:
-        return set()
-    with Path(path).open() as f:
-        return {(r[0], int(float(r[1]))) for r in csv.reader(f) if len(r) >= 2}

@@ -24,7 +24,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .annotations import DatasetFormatError, read_boxes, read_exclusions, read_frame_lists
+from .annotations import DatasetFormatError, read_boxes, read_frame_lists
 from .base import SeededDataset, VideoDataModule
 from .decoding import read_frames
 from .transforms import finish_clip
@@ -67,7 +67,7 @@ class AVADataset(SeededDataset):
         self.crop_size, self.jitter_scales = crop_size, tuple(jitter_scales)
         self.mean, self.std = list(mean), list(std)
         self.num_classes = num_classes
-        excluded = read_exclusions(self.root / "annotations" / exclusions if exclusions else None)
+        excluded = _read_exclusions(self.root / "annotations" / exclusions) if exclusions else set()
         merged: dict[tuple[str, int], dict[tuple[float, ...], set[int]]] = defaultdict(dict)
         for name, is_gt, threshold in box_files:
             for key, boxes in read_boxes(self.root / "annotations" / name, is_gt, threshold).items():
@@ -131,6 +131,13 @@ class AVADataset(SeededDataset):
                 if 1 <= a <= self.num_classes:
                     labels[j, a - 1] = 1.0
         return boxes, labels
+
+
+def _read_exclusions(path: Path) -> set[tuple[str, int]]:
+    """The ``(video, second)`` keyframes left out of evaluation, by the evaluator's reader (one copy of it)."""
+    from ..metrics.ava_frame_map import read_exclusions
+
+    return {(str(v), int(s)) for v, s in zip(*read_exclusions(path))}
 
 
 def _finish(vid: tv_tensors.Video, boxes: tv_tensors.BoundingBoxes, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,7 +225,7 @@ class AVADataModule(VideoDataModule):
     @functools.cached_property
     def class_names(self) -> dict[int, str]:
         """The label map ``{action id: name}`` (the evaluated classes), read once."""
-        from ..metrics.ava import read_labelmap
+        from ..metrics.ava_frame_map import read_labelmap
 
         return {int(k): v for k, v in read_labelmap(self.root / "annotations" / self.labelmap).items()}
 
