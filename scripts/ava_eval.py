@@ -15,10 +15,10 @@ import json
 import sys
 import time
 
-from mvit_video.metrics.ava import AVAFormatError, evaluate_files
+from mvit_video.metrics.ava_frame_map import AVAFormatError, evaluate_files  # numpy only: --help starts fast
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-l", "--labelmap", required=True, help="label-map pbtxt (the evaluated classes)")
     parser.add_argument("-g", "--groundtruth", required=True, help="ground-truth CSV")
@@ -28,7 +28,7 @@ def main() -> int:
         "--chance", type=int, default=0, metavar="N",
         help="also report the mean mAP of N runs with the detection scores shuffled (chance level of these boxes)",
     )  # fmt: skip
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     start = time.time()
     try:
         result = evaluate_files(args.labelmap, args.groundtruth, args.detections, args.exclusions, chance=args.chance)

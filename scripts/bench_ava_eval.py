@@ -1,18 +1,26 @@
 #!/usr/bin/env python
 """AVA evaluation speed: the vectorised evaluator vs a straightforward per-row implementation of the same
 algorithm, on a generated case (default: 1,000,000 detection rows, 50,000 ground-truth boxes). Prints the
-median time of each over a few interleaved runs, the ratio, and both mAPs (they must be equal)."""
+median time of each over a few interleaved runs, the ratio, and both mAPs (they must be equal).
+
+The one copy of the AVA speed benchmark (``scripts/benchmark.py`` runs :func:`measure`). The per-row reference is
+test-only code (``tests/ava_reference.py``, not part of the installed package); it is loaded by its path in this
+checkout, as the tests load the scripts, so nothing edits ``sys.path``."""
 
 from __future__ import annotations
 
 import argparse
+import runpy
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from mvit_video.metrics.ava import frame_map
-from mvit_video.metrics.ava_reference import frame_map_reference
+from mvit_video.metrics.ava_frame_map import frame_map
+
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "ava_reference.py"
 
 
 def make_case(num_gt: int, num_det: int, num_keys: int, seed: int = 0):
@@ -28,28 +36,44 @@ def make_case(num_gt: int, num_det: int, num_keys: int, seed: int = 0):
     return (g_keys, g_boxes, g_labels, np.ones(num_gt)), (d_keys, d_boxes, d_labels, rng.random(num_det))
 
 
-def main() -> None:
+def measure(detections: int = 1_000_000, groundtruth: int = 50_000, repeats: int = 3, reference: bool = True) -> dict:
+    """Median seconds of the vectorised evaluator (and of the per-row reference, interleaved so both see the same
+    machine state) on one generated case, and the mAPs."""
+    gt, det = make_case(groundtruth, detections, num_keys=max(1, groundtruth // 3))
+    classes = list(range(1, 61))
+    frame_map_reference = runpy.run_path(str(REFERENCE))["frame_map_reference"] if reference else None
+    fast_times, slow_times, slow = [], [], float("nan")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fast, _ = frame_map(gt, det, classes)
+        fast_times.append(time.perf_counter() - t)
+        if frame_map_reference is not None:
+            t = time.perf_counter()
+            slow, _ = frame_map_reference(gt, det, classes)
+            slow_times.append(time.perf_counter() - t)
+    return {
+        "detections": detections, "groundtruth": groundtruth, "classes": len(classes), "repeats": repeats,
+        "fast_s": statistics.median(fast_times), "fast_first_s": fast_times[0], "fast_map": fast,
+        "slow_s": statistics.median(slow_times) if slow_times else None,
+        "slow_first_s": slow_times[0] if slow_times else None, "slow_map": slow,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--detections", type=int, default=1_000_000)
     parser.add_argument("--groundtruth", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    gt, det = make_case(args.groundtruth, args.detections, num_keys=args.groundtruth // 3)
-    classes = list(range(1, 61))
-    fast_times, slow_times = [], []
-    for _ in range(args.repeats):  # interleaved, so both see the same machine state
-        t = time.perf_counter()
-        fast, _ = frame_map(gt, det, classes)
-        fast_times.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        slow, _ = frame_map_reference(gt, det, classes)
-        slow_times.append(time.perf_counter() - t)
-    t_fast, t_slow = statistics.median(fast_times), statistics.median(slow_times)
-    print(f"rows: {args.detections:,} detections, {args.groundtruth:,} ground-truth boxes, {len(classes)} classes")
-    print(f"vectorised: median {t_fast:.3f} s (first call {fast_times[0]:.3f} s) over {args.repeats} runs")
-    print(f"per-row reference: median {t_slow:.3f} s")
-    print(f"speed-up (median): {t_slow / t_fast:.1f}x   first call: {slow_times[0] / fast_times[0]:.1f}x")
-    print(f"mAP vectorised {fast:.6f}  reference {slow:.6f}  equal: {abs(fast - slow) < 1e-9}")
+    args = parser.parse_args(argv)
+    r = measure(args.detections, args.groundtruth, args.repeats)
+    print(f"rows: {r['detections']:,} detections, {r['groundtruth']:,} ground-truth boxes, {r['classes']} classes")
+    print(f"vectorised: median {r['fast_s']:.3f} s (first call {r['fast_first_s']:.3f} s) over {r['repeats']} runs")
+    print(f"per-row reference: median {r['slow_s']:.3f} s")
+    print(f"speed-up (median): {r['slow_s'] / r['fast_s']:.1f}x   first call: {r['slow_first_s'] / r['fast_first_s']:.1f}x")
+    equal = abs(r["fast_map"] - r["slow_map"]) < 1e-9
+    print(f"mAP vectorised {r['fast_map']:.6f}  reference {r['slow_map']:.6f}  equal: {equal}")
+    return 0
+
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,7 +6,7 @@ import torch
 from mvit_video.data.annotations import read_boxes, read_frame_lists
 from mvit_video.data.ava import AVADataset, ava_collate
 from mvit_video.data.synthetic_ava import ACTIONS, SyntheticAVASpec, make_synthetic_ava
-from mvit_video.metrics.ava import read_labelmap
+from mvit_video.metrics.ava_frame_map import read_labelmap
 
 SPEC = SyntheticAVASpec(train_videos=2, val_videos=2, seconds=6, keyframes=(902, 904))
 BOXES = [("ava_{}_v2.2.csv", True, 0.0), ("ava_{}_predicted_boxes.csv", False, 0.8)]

@@ -12,7 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mvit_video.metrics.ava import AVAFrameMAP, evaluate_files, frame_map
+from mvit_video.metrics.ava import AVAFrameMAP
+from mvit_video.metrics.ava_frame_map import evaluate_files, frame_map
 
 from .helpers import compose_cfg
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvit_video.metrics.ava import evaluate_files, frame_map
-from mvit_video.metrics.ava_reference import frame_map_reference
+from mvit_video.metrics.ava_frame_map import evaluate_files, frame_map
+from tests.ava_reference import frame_map_reference
 
 A, B = [0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9]
 OTHER = [0.6, 0.1, 0.9, 0.3]

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from mvit_video.inference import load_detector
-from mvit_video.metrics.ava import evaluate_files
+from mvit_video.metrics.ava_frame_map import evaluate_files
 from mvit_video.train import run
 
 from .helpers import compose_cfg

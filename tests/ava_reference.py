@@ -1,6 +1,7 @@
 """A straightforward per-row AVA frame-mAP (the official evaluator's loops, in plain Python).
 
-Kept as the readable reference that the vectorised ``ava.frame_map`` is tested and benchmarked against.
+Test-only code: the readable reference that the vectorised ``ava_frame_map.frame_map`` is tested against
+(``tests/test_ava_metric.py``) and timed against (``scripts/bench_ava_eval.py``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .ava import voc_average_precision
+from mvit_video.metrics.ava_frame_map import voc_average_precision
 
 
 def _iou(a, b) -> float:
