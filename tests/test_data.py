@@ -155,3 +155,12 @@ def test_select_frames_covers_the_window_uniformly():
 def test_unknown_decoder_is_rejected(tiny_kinetics):
     with pytest.raises(ValueError, match="decoder must be one of"):
         _dm(tiny_kinetics, decoder="ffmpeg-cli")
+
+
+def test_annotation_readers_do_not_import_torch():
+    """Command-line tools that only read or check annotation files start without torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, mvit_video.data.annotations; sys.exit('torch' in sys.modules or 'numpy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
