@@ -1,21 +1,16 @@
 """Train / test entry point: `python train.py [experiment=...] [overrides]`. See README.md."""
 
-import os
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-os.environ.setdefault("MVIT_ROOT", str(Path(__file__).resolve().parent))
-
-from mvit_video.train import run  # noqa: E402  (after MVIT_ROOT is set)
+from mvit_video.train import run  # also registers the config's resolvers
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run(cfg)
-    return metrics.get("val/top1")  # for sweepers that optimise a value
+    """Returns the config's ``objective`` (e.g. ``val/top1``, AVA ``val/mAP``) for sweepers that optimise it."""
+    return run(cfg).get(cfg.objective)
 
 
 if __name__ == "__main__":
-    main()
+    main()  # Hydra's main returns None (a sweep's objective goes to the sweeper)

@@ -25,10 +25,25 @@ from .models.convert import load_pretrained
 log = logging.getLogger(__name__)
 
 
+def config_root() -> str:
+    """The directory above the primary config directory (``conf/``): the repository, wherever the run starts from.
+    Without a Hydra run (the compose API) the working directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        for source in HydraConfig.get().runtime.config_sources:
+            if source.provider == "main" and source.schema == "file":
+                return str(Path(source.path).resolve().parent)
+    return "."
+
+
 def register_resolvers() -> None:
-    """``${mul:a,b}``: the official recipes scale learning rates by the number of nodes."""
+    """``${mul:a,b}``: the official recipes scale learning rates by the number of nodes. ``${config_root:}``: the
+    repository (``paths.root_dir``)."""
     if not OmegaConf.has_resolver("mul"):
         OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
+    if not OmegaConf.has_resolver("config_root"):
+        OmegaConf.register_new_resolver("config_root", config_root)
 
 
 register_resolvers()
@@ -55,7 +70,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("init_from"):
         load_pretrained(getattr(net, "backbone", net), cfg.init_from, strict_head=False)
         log.info("initialised backbone from %s", cfg.init_from)
-    task = instantiate(cfg.task, net=net)
+    task = instantiate(cfg.task, net=net, **_task_data(cfg, datamodule))
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     loggers = _instantiate_dict(cfg.get("logger"))
     plugins = []
@@ -78,6 +93,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def _task_data(cfg: DictConfig, datamodule) -> dict[str, Any]:
+    """What the task needs from the data, given at build time (a task never reads the trainer's datamodule): the
+    preprocessing for its checkpoints and, where the config leaves them null, the evaluated class ids."""
+    out: dict[str, Any] = {"metadata": datamodule.metadata()}
+    if "class_ids" in cfg.task and cfg.task.class_ids is None:
+        out["class_ids"] = list(datamodule.class_names)
+    return out
+
+
 def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, task, datamodule, ckpt_path: str | None,
                   metrics: dict[str, float]) -> None:  # fmt: skip
     if cfg.train:
@@ -86,14 +110,7 @@ def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, task, datamodule, ckpt_pa
     if cfg.test:
         best = _best_checkpoint(trainer) if cfg.train else ckpt_path
         trainer.test(task, datamodule=datamodule, ckpt_path=best)
-        metrics.update(_floats(trainer.callback_metrics))
-        if cfg.get("time_shuffle_control"):
-            datamodule.set_time_shuffle(True)
-            task.test_prefix = "test_time_shuffled"
-            trainer.test(task, datamodule=datamodule, ckpt_path=best)
-            metrics.update(_floats(trainer.callback_metrics))
-            datamodule.set_time_shuffle(False)
-            task.test_prefix = "test"
+        metrics.update(_floats(trainer.callback_metrics))  # test/* and, with the control, test_time_shuffled/*
 
 
 def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:

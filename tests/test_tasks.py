@@ -72,7 +72,7 @@ def test_param_groups_no_decay_for_1d_and_bias():
 
 
 def test_multiview_accuracy_sums_softmax_over_views():
-    metric = MultiViewAccuracy(num_videos=2, num_classes=3, num_views=3, top_k=(1,))
+    metric = MultiViewAccuracy(num_classes=3, top_k=(1,))
     # video 0: two weak views for class 1, one confident view for class 2 -> summed softmax picks 2
     logits = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 10.0], [5.0, 0.0, 0.0]])
     metric.update(logits, torch.tensor([2, 2, 2, 0]), torch.tensor([0, 0, 0, 1]), torch.tensor([0, 1, 2, 0]))
@@ -95,7 +95,7 @@ def _update_shard(metric: MultiViewAccuracy, indices: list[int]) -> None:
 
 
 def test_multiview_accuracy_counts_a_repeated_view_once():
-    metric = MultiViewAccuracy(num_videos=3, num_classes=3, num_views=3, top_k=(1,))
+    metric = MultiViewAccuracy(num_classes=3, top_k=(1,))
     _update_shard(metric, list(range(9)))
     assert metric.compute()["top1"] == 1.0
     _update_shard(metric, [0])  # the padding of a DistributedSampler: view 0 of video 0 again
@@ -106,7 +106,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     # 9 views on 2 processes: the sampler pads to 10 by giving rank 1 view 0 a second time
     shard = list(DistributedSampler(range(9), num_replicas=world, rank=rank, shuffle=False))
-    metric = MultiViewAccuracy(num_videos=3, num_classes=3, num_views=3, top_k=(1,))
+    metric = MultiViewAccuracy(num_classes=3, top_k=(1,))
     _update_shard(metric, shard)
     result = {k: v.item() for k, v in metric.compute().items()}
     result["shard"] = shard

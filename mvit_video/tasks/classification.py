@@ -12,11 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..data.clips import TIME_SHUFFLED
 from ..metrics.classification import MultiViewAccuracy, gather_names
 from .mixup import MixupCutmix, smooth_one_hot
 from .optim import configure_optimizers
 
 log = logging.getLogger(__name__)
+
+TEST_PREFIXES = ("test", TIME_SHUFFLED)  # what test loader i is logged as
 
 
 def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -29,7 +32,11 @@ class VideoClassificationModule(L.LightningModule):
 
     ``optimizer``: ``partial(torch.optim.AdamW, lr=..., weight_decay=...)`` (weight decay is moved into param
     groups). ``scheduler``: ``partial(warmup_cosine, warmup_epochs=..., ...)``, called with the optimiser,
-    steps per epoch and max epochs, stepped every optimiser step.
+    steps per epoch and max epochs, stepped every optimiser step. ``metadata``: the datamodule's preprocessing
+    (``datamodule.metadata()``), written into every checkpoint for ``inference.load``.
+
+    Test: the first test loader is logged as ``test/*``, a second one (the datamodule's time-shuffle control) as
+    ``test_time_shuffled/*``.
     """
 
     def __init__(
@@ -42,9 +49,10 @@ class VideoClassificationModule(L.LightningModule):
         mixup: MixupCutmix | None = None,
         layer_decay: float = 1.0,
         grad_checkpointing: bool = False,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "mixup"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "mixup", "metadata"], logger=False)
         self.net = net
         if grad_checkpointing:
             net.set_grad_checkpointing(True)
@@ -54,10 +62,10 @@ class VideoClassificationModule(L.LightningModule):
         self.mixup = mixup
         self.layer_decay = layer_decay
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_views: MultiViewAccuracy | None = None  # made per epoch: sized by the val/test dataset
-        self.test_views: MultiViewAccuracy | None = None
-        self.test_prefix = "test"
-        self.unreadable: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}  # this process's
+        self.metadata = dict(metadata or {})
+        self.val_views = MultiViewAccuracy(num_classes)
+        self.test_views = nn.ModuleList(MultiViewAccuracy(num_classes) for _ in TEST_PREFIXES)  # one per test loader
+        self.unreadable: dict[str, set[str]] = {p: set() for p in ("train", "val", *TEST_PREFIXES)}  # this process's
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.net(video)
@@ -79,16 +87,11 @@ class VideoClassificationModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # distinct files over the epoch and every process (a file failing twice, or in two workers, counts once)
-        self.log("train/skipped_videos", float(self._report_unreadable("train", "train")), sync_dist=True)
+        self.log("train/skipped_videos", float(self._report_unreadable("train")), sync_dist=True)
 
-    def _views_metric(self, loader: Any) -> MultiViewAccuracy:
-        dataset = loader.dataset
-        views = getattr(dataset, "num_clips", 1) * getattr(dataset, "num_crops", 1)
-        return MultiViewAccuracy(len(dataset) // views, self.num_classes, views).to(self.device)
-
-    def _score(self, metric: MultiViewAccuracy, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _score(self, metric: MultiViewAccuracy, batch: dict[str, Any], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and labels of the readable videos of a batch (the others are counted, not scored)."""
-        self.unreadable[split].update(batch.get("unreadable", ()))
+        self.unreadable[prefix].update(batch.get("unreadable", ()))
         logits = self.net(batch["video"])  # (B, K)
         valid = batch["valid"] if "valid" in batch else torch.ones_like(batch["label"], dtype=torch.bool)
         logits, labels = logits[valid], batch["label"][valid]
@@ -96,25 +99,24 @@ class VideoClassificationModule(L.LightningModule):
         metric.update(logits, labels, batch["video_index"][valid], view[valid])
         return logits, labels
 
-    def _log_views(self, metric: MultiViewAccuracy, split: str, prefix: str) -> None:
+    def _log_views(self, metric: MultiViewAccuracy, prefix: str) -> None:
         """``prefix/top1``, ``/top5``, ``/videos`` (how many videos they cover) and ``/unreadable_videos``."""
         # already global (the metric and the names are gathered from every process): sync_dist averages equal values
         for name, value in metric.compute().items():
-            self.log(f"{prefix}/{name}", value, prog_bar=name == "top1", sync_dist=True)
-        self.log(f"{prefix}/unreadable_videos", float(self._report_unreadable(split, prefix)), sync_dist=True)
+            self.log(f"{prefix}/{name}", value, prog_bar=name == "top1", sync_dist=True, add_dataloader_idx=False)
+        unreadable = float(self._report_unreadable(prefix))
+        self.log(f"{prefix}/unreadable_videos", unreadable, sync_dist=True, add_dataloader_idx=False)
         metric.reset()
 
-    def _report_unreadable(self, split: str, prefix: str) -> int:
-        """How many distinct files could not be read in ``split`` this epoch, on all processes; rank 0 names them."""
-        names = gather_names(self.unreadable[split])
-        self.unreadable[split] = set()
+    def _report_unreadable(self, prefix: str) -> int:
+        """How many distinct files could not be read in ``prefix``'s loader this epoch, on all processes; rank 0
+        names them."""
+        names = gather_names(self.unreadable[prefix])
+        self.unreadable[prefix] = set()
         if names and self.trainer.is_global_zero:
             log.warning("%s: %d unreadable video(s), not %s: %s", prefix, len(names),
-                        "trained on (replaced)" if split == "train" else "scored", ", ".join(sorted(names)))  # fmt: skip
+                        "trained on (replaced)" if prefix == "train" else "scored", ", ".join(sorted(names)))  # fmt: skip
         return len(names)
-
-    def on_validation_epoch_start(self) -> None:
-        self.val_views = self._views_metric(self.trainer.val_dataloaders)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits, labels = self._score(self.val_views, batch, "val")
@@ -123,16 +125,15 @@ class VideoClassificationModule(L.LightningModule):
         self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_views(self.val_views, "val", "val")
+        self._log_views(self.val_views, "val")
 
-    def on_test_epoch_start(self) -> None:
-        self.test_views = self._views_metric(self.trainer.test_dataloaders)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._score(self.test_views, batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._score(self.test_views[dataloader_idx], batch, TEST_PREFIXES[dataloader_idx])
 
     def on_test_epoch_end(self) -> None:
-        self._log_views(self.test_views, "test", self.test_prefix)
+        for metric, prefix in zip(self.test_views, TEST_PREFIXES):
+            if prefix == "test" or metric.update_called:  # the loaders this test ran (the control is optional)
+                self._log_views(metric, prefix)
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_optimizers(
@@ -141,16 +142,14 @@ class VideoClassificationModule(L.LightningModule):
         )  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["mvit_video"] = checkpoint_metadata(self.net, self.trainer)
+        checkpoint["mvit_video"] = checkpoint_metadata(self.net, self.metadata)
 
 
-def checkpoint_metadata(net: nn.Module, trainer: L.Trainer | None) -> dict[str, Any]:
+def checkpoint_metadata(net: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
     """What a user needs to run a trained model: the (backbone's) preset and config, and the datamodule's
     preprocessing (frames, sampling rate, crop, mean/std, class or action names, test views)."""
     model = getattr(net, "backbone", net)  # a detector's config is its backbone's
     meta: dict[str, Any] = {"model": getattr(model, "cfg", None) and model.cfg.to_dict()}
     meta["preset"] = getattr(model, "preset", None)
-    datamodule = getattr(trainer, "datamodule", None)
-    if datamodule is not None and hasattr(datamodule, "metadata"):
-        meta.update(datamodule.metadata())
+    meta.update(metadata)
     return meta

@@ -44,7 +44,9 @@ class AVADetectionModule(L.LightningModule):
     """Receives a built detector (``logits(video, boxes)`` for the loss, ``forward(video, boxes) -> probabilities``
     for the scores) and optimiser/scheduler factories.
 
-    ``class_ids``: the evaluated action ids; by default the datamodule's label map (the official whitelist).
+    ``class_ids``: the evaluated action ids (``train.run`` gives the datamodule's label map, the official
+    whitelist, when the config leaves them null). ``metadata``: the datamodule's preprocessing, written into every
+    checkpoint. Evaluation batches carry ``video_ids`` (one per box) for the detections CSV.
     """
 
     def __init__(
@@ -54,17 +56,19 @@ class AVADetectionModule(L.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         class_ids: list[int] | None = None,
         detections_dir: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.class_ids = list(class_ids) if class_ids else None
         self.detections_dir = detections_dir
+        self.metadata = dict(metadata or {})
         self._rows: list[DetectionRow] = []
 
     def setup(self, stage: str) -> None:
         if self.class_ids is None:
-            self.class_ids = self.trainer.datamodule.class_ids()
+            raise ValueError("AVADetectionModule needs class_ids (train.run passes the datamodule's class_names)")
         self.val_map = AVAFrameMAP(self.class_ids)
         self.test_map = AVAFrameMAP(self.class_ids)
 
@@ -72,7 +76,7 @@ class AVADetectionModule(L.LightningModule):
         return self.net(video, boxes)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = checkpoint_metadata(self.net, self.trainer)
+        meta = checkpoint_metadata(self.net, self.metadata)
         meta["detector"] = {"num_classes": self.net.roi_head.projection.out_features}
         checkpoint["mvit_video"] = meta
 
@@ -89,10 +93,10 @@ class AVADetectionModule(L.LightningModule):
             code(batch["keys"]), batch["ori_boxes"], probs, code(batch["gt_keys"]), batch["gt_boxes"], batch["gt_labels"] > 0.5
         )
         if self.detections_dir is not None:
-            videos = getattr(self.trainer.datamodule, "video_names", None)
             scores = probs[:, [c - 1 for c in self.class_ids]].cpu().tolist()  # (K, evaluated classes)
-            for (v, sec), box, p in zip(batch["keys"].tolist(), batch["ori_boxes"].tolist(), scores):
-                self._rows.append((videos[v] if videos else str(v), sec, tuple(box), p))
+            seconds = batch["keys"][:, 1].tolist()  # (K,)
+            for name, sec, box, p in zip(batch["video_ids"], seconds, batch["ori_boxes"].tolist(), scores):
+                self._rows.append((name, sec, tuple(box), p))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, self.val_map)

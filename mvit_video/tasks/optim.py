@@ -10,13 +10,14 @@ from torch import nn
 
 
 def param_groups(
-    model: nn.Module, weight_decay: float, layer_decay: float = 1.0, num_layers: int | None = None
+    model: nn.Module, weight_decay: float | None, layer_decay: float = 1.0, num_layers: int | None = None
 ) -> list[dict]:
     """No decay for 1-D tensors, biases and ``model.no_weight_decay()``; optional layer-wise LR decay
-    (layer 0 = patch embed / cls, ``blocks.i`` = i+1, the rest = depth+1; scale = decay^(depth+1-id))."""
+    (layer 0 = patch embed / cls, ``blocks.i`` = i+1, the rest = depth+1; scale = decay^(depth+1-id)).
+    ``weight_decay=None``: the decayed groups take the optimiser's own ``weight_decay`` (its one place)."""
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
     depth = num_layers if num_layers is not None else len(getattr(model, "blocks", []))
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    groups: dict[tuple[float | None, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -31,7 +32,11 @@ def param_groups(
                 layer = depth + 1
             scale = layer_decay ** (depth + 1 - layer)
         groups.setdefault((wd, scale), []).append(p)
-    return [{"params": ps, "weight_decay": wd, "lr_scale": scale} for (wd, scale), ps in groups.items()]
+    out = [{"params": ps, "weight_decay": wd, "lr_scale": scale} for (wd, scale), ps in groups.items()]
+    for g in out:
+        if g["weight_decay"] is None:
+            del g["weight_decay"]  # the optimiser fills in its default
+    return out
 
 
 def warmup_cosine(
@@ -74,10 +79,10 @@ def configure_optimizers(
     total_steps: int,
     layer_decay: float = 1.0,
 ) -> dict:
-    """What a LightningModule's ``configure_optimizers`` returns: weight-decay groups (decay taken from the
-    factory's ``weight_decay``), layer-decayed LRs, and the scheduler stepped every optimiser step."""
-    wd = getattr(optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
-    optimizer = optimizer_factory(param_groups(net, wd, layer_decay))
+    """What a LightningModule's ``configure_optimizers`` returns: weight-decay groups (the decayed ones keep the
+    optimiser's ``weight_decay``, the others get 0), layer-decayed LRs, and the scheduler stepped every optimiser
+    step."""
+    optimizer = optimizer_factory(param_groups(net, None, layer_decay))
     for g in optimizer.param_groups:
         g["lr"] = g["lr"] * g.get("lr_scale", 1.0)
     if scheduler_factory is None:
