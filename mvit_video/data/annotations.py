@@ -4,7 +4,7 @@ tools which only check or convert annotations start fast.
 - Kinetics format (spec §6.1): ``{train,val,test}.csv`` lines ``path label`` and ``classnames.txt``.
 - Something-Something-v2 (spec §6.2): the labels JSON and the train/validation JSON files.
 - AVA (spec §4.1) and SSv2 frame folders: the 5-column frame lists; AVA box CSVs as training targets. AVA's label
-  map and excluded timestamps are the evaluator's readers (``mvit_video.metrics``), one copy for both.
+  map and excluded timestamps are the evaluator's readers (``metrics.ava_frame_map``), one copy for both.
 
 Every format error names the file and the line.
 """
