@@ -17,19 +17,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from PIL import Image, ImageDraw
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mvit_video.data.annotations import read_boxes  # noqa: E402
-from mvit_video.data.ava import FPS  # noqa: E402
-from mvit_video.data.decoding import read_frames  # noqa: E402
-from mvit_video.data.synthetic import write_video  # noqa: E402
-from mvit_video.inference import CheckpointMetadataError, load_detector  # noqa: E402
-from mvit_video.models.convert import CheckpointReadError  # noqa: E402
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
 
@@ -37,6 +29,10 @@ COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
 def video_frames_at_30fps(path: Path) -> torch.Tensor:
     """All frames of a video resampled to 30 fps (nearest earlier frame), ``(N, C, H, W)`` uint8."""
     import av
+    import numpy as np
+    import torch
+
+    from mvit_video.data.ava import FPS
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -52,11 +48,16 @@ def video_frames_at_30fps(path: Path) -> torch.Tensor:
 
 def boxes_by_second(path: Path, video_id: str | None) -> dict[int, list[list[float]]]:
     """``{second: [box, ...]}`` of one video (a box listed once per action is drawn once); no score filtering."""
+    from mvit_video.data.annotations import read_boxes
+
     rows = read_boxes(path, is_groundtruth=True)
     return {sec: [list(b) for b in boxes] for (vid, sec), boxes in sorted(rows.items()) if video_id in (None, vid)}
 
 
 def draw(frame: np.ndarray, boxes: list[list[float]], labels: list[list[tuple[str, float]]]) -> np.ndarray:
+    import numpy as np
+    from PIL import Image, ImageDraw
+
     img = Image.fromarray(frame)
     d = ImageDraw.Draw(img)
     w, h = img.size
@@ -69,7 +70,7 @@ def draw(frame: np.ndarray, boxes: list[list[float]], labels: list[list[tuple[st
     return np.asarray(img)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="a detector checkpoint written by train.py experiment=ava_...")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -80,9 +81,18 @@ def main() -> int:
     parser.add_argument("--first-second", type=int, default=900, help="the second of the first frame (AVA: 900)")
     parser.add_argument("--topk", type=int, default=2)
     parser.add_argument("--out", required=True, help="output video (.mp4)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error(f"--topk must be >= 1, got {args.topk}")
+    import numpy as np
+    import torch  # after the arguments: --help and usage errors answer at once
+
+    from mvit_video.data.ava import FPS
+    from mvit_video.data.decoding import read_frames
+    from mvit_video.data.synthetic import write_video
+    from mvit_video.inference import CheckpointMetadataError, load_detector
+    from mvit_video.models.convert import CheckpointReadError
+
     try:
         detector = load_detector(args.ckpt)
     except (FileNotFoundError, CheckpointReadError, CheckpointMetadataError) as e:

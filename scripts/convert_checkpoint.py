@@ -10,19 +10,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
 
-from mvit_video.models import build_model, list_models
-from mvit_video.models.convert import (
-    CheckpointMismatchError,
-    CheckpointReadError,
-    convert_state_dict,
-    guess_source,
-    load_file,
-)
+def main(argv: list[str] | None = None) -> int:
+    import torch
 
+    from mvit_video.models import build_model, list_models  # the presets name --model's choices
+    from mvit_video.models.convert import (
+        CheckpointMismatchError,
+        CheckpointReadError,
+        convert_state_dict,
+        guess_source,
+        load_file,
+    )
 
-def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     parser.add_argument("--model", required=True, choices=list_models())
@@ -31,7 +31,7 @@ def main() -> int:
     parser.add_argument("--num-frames", type=int, default=None)
     parser.add_argument("--input-size", type=int, default=None)
     parser.add_argument("--out", default=None, help="write {'state_dict', 'mvit_video'} here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     try:
         obj = load_file(args.checkpoint)  # its errors name the file
@@ -70,4 +70,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mvit_video.export import example_inputs, export_onnx, export_program, run_onnx  # noqa: E402
-from mvit_video.inference import CheckpointMetadataError, load  # noqa: E402
-from mvit_video.models.convert import CheckpointReadError  # noqa: E402
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--out", required=True, help="*.pt2 (torch.export) or *.onnx")
     parser.add_argument("--batch", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.batch < 1:
         parser.error(f"--batch must be >= 1, got {args.batch}")
+    import torch  # after the arguments: --help and usage errors answer at once
+
+    from mvit_video.export import example_inputs, export_onnx, export_program, run_onnx
+    from mvit_video.inference import CheckpointMetadataError, load
+    from mvit_video.models.convert import CheckpointReadError
+
     try:
         model = load(args.ckpt).model
     except (FileNotFoundError, CheckpointReadError, CheckpointMetadataError) as e:

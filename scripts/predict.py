@@ -10,13 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mvit_video.data.annotations import DatasetFormatError  # noqa: E402
-from mvit_video.inference import CheckpointMetadataError, VideoReadError, load  # noqa: E402
-from mvit_video.models.convert import CheckpointReadError  # noqa: E402
 
 
 def positive_int(text: str) -> int:
@@ -30,7 +23,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", help="any video file PyAV can read")
     parser.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
@@ -38,7 +31,11 @@ def main() -> int:
     parser.add_argument("--clips", type=positive_int, default=None, help="temporal clips (default: the checkpoint's test views)")
     parser.add_argument("--crops", type=int, choices=(1, 3), default=None, help="spatial crops, 1 or 3")
     parser.add_argument("--class-names", default=None, help="one class name per line, replacing the checkpoint's")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    from mvit_video.data.annotations import DatasetFormatError
+    from mvit_video.inference import CheckpointMetadataError, VideoReadError, load  # torch: after the arguments
+    from mvit_video.models.convert import CheckpointReadError
+
     try:
         model = load(args.ckpt, class_names=args.class_names)
         top = model.predict(args.video, topk=args.topk, num_clips=args.clips, num_crops=args.crops)
