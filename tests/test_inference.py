@@ -1,9 +1,5 @@
 """Using a trained model: load with its preprocessing, predict on video files, export, and clear errors."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -14,9 +10,8 @@ from mvit_video.data.synthetic import write_video
 from mvit_video.inference import CheckpointMetadataError, VideoReadError
 from mvit_video.train import run
 
+from .helpers import run_script
 from .test_train import _cfg
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +65,7 @@ def test_predict_on_any_readable_video(checkpoint, tmp_path, fps, size, seconds,
 
 def test_predict_script_prints_names_and_probabilities(checkpoint, tiny_kinetics):
     video = tiny_kinetics / (tiny_kinetics / "test.csv").read_text().split()[0]
-    out = subprocess.run(
-        [sys.executable, "scripts/predict.py", str(video), "--ckpt", str(checkpoint), "--topk", "2"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    out = run_script("predict.py", video, "--ckpt", checkpoint, "--topk", "2")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert "2 views" in lines[0] and len(lines) == 3 and lines[1].strip().endswith("%")
@@ -125,10 +117,7 @@ def test_bad_inputs_give_clear_errors(checkpoint, tmp_path):
     names.write_text("a\nb\nc\n")
     with pytest.raises(DatasetFormatError, match="3 class names for num_classes=4"):
         mvit_video.load(checkpoint, class_names=names)
-    out = subprocess.run(
-        [sys.executable, "scripts/predict.py", str(junk), "--ckpt", str(checkpoint)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    out = run_script("predict.py", junk, "--ckpt", checkpoint)
     assert out.returncode == 2 and out.stderr.startswith("error: cannot decode") and "Traceback" not in out.stderr
 
 
