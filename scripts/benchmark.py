@@ -1,20 +1,16 @@
 #!/usr/bin/env python
-"""Speed and memory of mvit_video against its peers, measured side by side in one run, with the same weights.
+"""Speed and memory of mvit_video against its peers, measured side by side in one run (medians after a warm-up).
 
     python scripts/benchmark.py                 # MViTv2-S 16x224^2 vs torchvision mvit_v2_s; writes docs/benchmarks.md
     python scripts/benchmark.py --tiny          # smoke run on the tiny preset (no torchvision counterpart)
     python scripts/benchmark.py --only ava data # a subset of: inference training data ava
 
-inference: batch 1, fp32, ours / torchvision (logits compared), and the share of the measured fp32 matmul peak.
-training: a step (forward, backward, AdamW) at batch 2, ours / torchvision alternated step by step in this process
-  (the machine's speed drifts); the step time and the peak memory with activation checkpointing / without. Memory,
-  one method per device: CUDA, ``torch.cuda.max_memory_allocated`` above what was allocated before the steps; CPU,
-  the peak RSS above the RSS before the steps, in a fresh process per setting (RSS peaks cannot be reset) with glibc
-  returning every freed block of 64 KiB or more (``MALLOC_MMAP_THRESHOLD_``), so RSS follows the live tensors.
+inference: batch 1, fp32, ours / torchvision with the same weights, and the share of the measured fp32 matmul peak.
+training: a step (batch 2, AdamW) of ours / torchvision / ours with activation checkpointing, alternated. Peak memory,
+  one method per device: CUDA, ``max_memory_allocated`` above what was allocated before the steps; CPU, the peak RSS
+  above the RSS before them, in a fresh process per setting, glibc returning freed blocks >= 64 KiB to the system.
 data: training clips/s with 2 workers on the synthetic Kinetics set, per decoder, and pytorchvideo's ``Kinetics``.
 ava: the vectorised evaluator / the per-row reference (``scripts/bench_ava_eval.py``, the one copy of that benchmark).
-
-Every number is a median over repeats after a warm-up. Nothing here fails: it prints and writes a table.
 """
 
 from __future__ import annotations
@@ -152,16 +148,12 @@ def bench_training(tiny: bool, device: str, repeats: int) -> dict:
     ours, x = model("ours", tiny, device)
     step, times = train_step(ours, x, device), {"ours": [], "ours_ckpt": [], "torchvision": []}
     tv_step = None if tiny else train_step(model("torchvision", tiny, device)[0], x, device)
-    for checkpointing in (False, True):  # warm-up
-        ours.set_grad_checkpointing(checkpointing)
-        step(), tv_step and tv_step()
-    for _ in range(repeats):  # alternated, so every setting sees the same machine state
-        times["ours"].append(median_time(step, 1, warmup=0))
-        if tv_step:
-            times["torchvision"].append(median_time(tv_step, 1, warmup=0))
-        ours.set_grad_checkpointing(True)
-        times["ours_ckpt"].append(median_time(step, 1, warmup=0))
-        ours.set_grad_checkpointing(False)
+    settings = [("ours", False, step), ("ours_ckpt", True, step)] + ([("torchvision", False, tv_step)] if tv_step else [])
+    for round_ in range(repeats + 1):  # alternated, so every setting sees the same machine state; round 0 warms up
+        for name, checkpointing, fn in settings:
+            ours.set_grad_checkpointing(checkpointing)
+            seconds = median_time(fn, 1, warmup=0)
+            times[name] += [seconds] if round_ else []
     out = {k: statistics.median(v) for k, v in times.items() if v}
     if tv_step:
         out["ratio"] = statistics.median(o / t for o, t in zip(times["ours"], times["torchvision"]))
