@@ -3,11 +3,16 @@ PY_BOOT ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PYTEST_FAST := -m "not slow and not slurm"
+# The test ladder (markers in pyproject.toml; .ci/run runs every stage, about 15 min in all):
+#   make test       unmarked tests, < 4 min on 2 cores: run it before every commit
+#   make test-e2e   whole programs as users run them: notebooks, make demo, the benchmark's smoke run
+#   make test-slow  heavier tests: big presets, longer trainings, README recipes in tiny form
+#   make test-slurm multi-node runs on a 2-node Slurm cluster on this host (root)
+PYTEST_FAST := -m "not e2e and not slow and not slurm"
 # FFmpeg's shared libraries for the torchcodec decoder (Debian 12 names; any FFmpeg 4-7 works).
 FFMPEG_DEBS := libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8
 
-.PHONY: install test test-slow test-slurm demo train lint bench report clean
+.PHONY: install test test-e2e test-slow test-slurm demo train lint bench report clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
@@ -26,6 +31,9 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_FAST) -q
+
+test-e2e: $(STAMP)
+	$(PY) -m pytest -m e2e -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q

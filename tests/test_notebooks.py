@@ -14,6 +14,15 @@ def test_the_three_notebooks_exist():
     assert {p.stem for p in NOTEBOOKS} == {"quickstart", "anatomy", "ava"}
 
 
+def test_notebooks_are_stored_without_outputs():
+    """Cheap, so in ``make test``: a notebook saved with its outputs fails here before the e2e stage runs it."""
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} is stored with outputs"
+
+
+@pytest.mark.e2e  # a fresh Jupyter kernel per notebook, trainings inside: 5-35 s each
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_is_stored_clean_and_runs(path, tmp_path, monkeypatch):
     nb = nbformat.read(path, as_version=4)

@@ -1,19 +1,22 @@
 """The README is executable: every command of its ```bash blocks, and its ```python blocks, runs here in tiny form.
 
 Each README command goes to the first runner in ``RUNNERS`` whose pattern it matches. A runner runs the command as a
-user does (a subprocess from the repository root), with the placeholder paths (/data/kinetics400, /ckpts/...,
+user does (from the repository root; ``python scripts/NAME.py`` through the script's ``main(argv)`` in this process,
+the rest as a subprocess), with the placeholder paths (/data/kinetics400, /ckpts/...,
 CKPT, clip.mp4, ...) replaced by fixtures, ``debug=tiny`` appended to ``train.py``, and every output in temporary
 folders (``MVIT_DATA`` and ``hydra.run.dir``; nothing is written into the repository's logs/ or data/). A README
 command that no runner matches fails: add a runner. Commands that another test runs for real (SLURM, resume after
 a signal) are registered with that test's name, which must exist.
 
 Shared artifacts are module fixtures: one tiny classification run (checkpoint), one tiny synthetic AVA run
-(detector checkpoint, detections, annotations). Runners marked ``slow`` run in ``make test-slow``.
+(detector checkpoint, detections, annotations). Runners marked ``slow`` run in ``make test-slow``,
+those marked ``e2e`` in ``make test-e2e``.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -27,6 +30,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from .helpers import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -55,14 +60,36 @@ def readme_commands(text: str) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------------------------------------------- helpers
 def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``args`` as a user runs it from the repository root (``python`` = this interpreter); fails on a non-zero exit
-    with the end of its output."""
-    if args[0] == "python":
-        args = [sys.executable, *args[1:]]
-    res = subprocess.run(
-        args, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=TIMEOUT, check=False
-    )  # fmt: skip
+    with the end of its output. ``python scripts/NAME.py ARGS`` runs in this process: the script's ``main`` parses
+    exactly these ARGS (no interpreter start, torch already imported); ``train.py`` and the rest run as processes."""
+    if args[:2] != ["python", "train.py"] and args[0] == "python" and re.fullmatch(r"scripts/\w+\.py", args[1]):
+        with contextlib.chdir(ROOT), _environ(env or {}):
+            res = run_script(args[1].removeprefix("scripts/"), *args[2:])
+        res.args = args
+    else:
+        if args[0] == "python":
+            args = [sys.executable, *args[1:]]
+        res = subprocess.run(
+            args, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=TIMEOUT,
+            check=False,
+        )  # fmt: skip
     assert res.returncode == 0, f"{shlex.join(args)}\nexit {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
     return res
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]):
+    """``env`` set in this process's environment for the block, as a subprocess's ``env=`` would give it."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def substitute(tokens: list[str], places: dict[str, str]) -> list[str]:
@@ -174,7 +201,7 @@ def run_make_demo(tokens, request, tmp):
 
 def run_demo(tokens, request, tmp):
     """The CPU demo: trains, tests, runs the time-shuffle control, writes the curves into its run dir."""
-    train(tokens, tmp / "run", _fix(request, "data_dir"), extra=("time_shuffle_control=true",))
+    train(tokens, tmp / "run", _fix(request, "data_dir"), extra=("data.time_shuffle_control=true",))
     assert (tmp / "run" / "checkpoints" / "last.ckpt").is_file() and (tmp / "run" / "curves.png").is_file()
     header = (tmp / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"val/top1", "test/top1", "test_time_shuffled/top1"} <= set(header), header
@@ -192,7 +219,7 @@ def run_own_dataset(tokens, request, tmp):
 
     run_dir = _fix(request, "cls_run")
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    assert cfg.task_name == "train" and cfg.data.num_classes == NUM_CLASSES and not cfg.time_shuffle_control
+    assert cfg.task_name == "train" and cfg.data.num_classes == NUM_CLASSES and not cfg.data.time_shuffle_control
     header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"val/top1", "test/top1"} <= set(header), header
 
@@ -443,36 +470,36 @@ def run_python_block(code, request, tmp):
 class Entry:
     pattern: str  # re.search over the command (python blocks: over the code)
     runner: Runner
-    slow: bool = False
+    mark: str = ""  # a marker of the ladder in pyproject.toml ("slow", "e2e"): the CI stage that runs it
 
 
 RUNNERS: list[Entry] = [
-    Entry(r"^make demo$", run_make_demo),
+    Entry(r"^make demo$", run_make_demo, mark="e2e"),
     Entry(r"^make test$", run_make_test),
     Entry(r"-m hydra/launcher=slurm", run_slurm),
-    Entry(r"ckpt_path=last", run_resume, slow=True),
+    Entry(r"ckpt_path=last", run_resume, mark="slow"),
     Entry(r"^(kill|scancel|timeout) ", run_signal),
-    Entry(r"^make (install|test-slow|test-slurm|lint|bench|report|clean)$", run_make_target),
+    Entry(r"^make (install|test-e2e|test-slow|test-slurm|lint|bench|report|clean)$", run_make_target),
     Entry(r"^pip install ", run_pip_install),
-    Entry(r"^python scripts/model_report\.py", run_model_report, slow=True),
+    Entry(r"^python scripts/model_report\.py", run_model_report, mark="slow"),
     Entry(r"^python scripts/recipe_diff\.py", run_recipe_diff),
-    Entry(r"^python scripts/make_synthetic\.py \S+", run_make_synthetic, slow=True),
+    Entry(r"^python scripts/make_synthetic\.py \S+", run_make_synthetic, mark="slow"),
     Entry(r"^python train\.py experiment=demo\b", run_demo),
     Entry(r"^python train\.py .*train=false .*ckpt_path=", run_evaluate),
     Entry(r"^python train\.py data=kinetics data\.root=\S+ data\.num_classes=\S+$", run_own_dataset),
-    Entry(r"^python train\.py experiment=k[0-9]+_mvitv2_\w+ ", run_train_kinetics, slow=True),
-    Entry(r"^python train\.py experiment=ava_", run_ava_train, slow=True),
-    Entry(r"^python train\.py experiment=ssv2_", run_ssv2, slow=True),
+    Entry(r"^python train\.py experiment=k[0-9]+_mvitv2_\w+ ", run_train_kinetics, mark="slow"),
+    Entry(r"^python train\.py experiment=ava_", run_ava_train, mark="slow"),
+    Entry(r"^python train\.py experiment=ssv2_", run_ssv2, mark="slow"),
     Entry(r"^python scripts/prepare_kinetics\.py ", run_prepare_kinetics),
     Entry(r"^python scripts/convert_checkpoint\.py ", run_convert_checkpoint),
-    Entry(r"^python scripts/ava_eval\.py ", run_ava_eval, slow=True),
-    Entry(r"^python scripts/bench_ava_eval\.py", run_bench_ava_eval, slow=True),
+    Entry(r"^python scripts/ava_eval\.py ", run_ava_eval, mark="slow"),
+    Entry(r"^python scripts/bench_ava_eval\.py", run_bench_ava_eval, mark="slow"),
     Entry(r"^python scripts/predict\.py ", run_predict),
-    Entry(r"^python scripts/export\.py ", run_export, slow=True),
-    Entry(r"^python scripts/ava_demo\.py ", run_ava_demo, slow=True),
+    Entry(r"^python scripts/export\.py ", run_export, mark="slow"),
+    Entry(r"^python scripts/ava_demo\.py ", run_ava_demo, mark="slow"),
     Entry(r"import mvit_video\nmodel = mvit_video\.load\(", run_python_block),
-    Entry(r"from mvit_video\.models\.convert import load_pretrained", run_python_block, slow=True),
-    Entry(r"from mvit_video\.models import build_model, list_models", run_python_block, slow=True),
+    Entry(r"from mvit_video\.models\.convert import load_pretrained", run_python_block, mark="slow"),
+    Entry(r"from mvit_video\.models import build_model, list_models", run_python_block, mark="slow"),
 ]
 
 
@@ -485,7 +512,7 @@ def _params():
     for i, (kind, command) in enumerate(readme_commands(README.read_text())):
         entry = _find(command)
         label = command.splitlines()[0][:60] if kind == "bash" else f"python block: {command.splitlines()[0][:40]}"
-        marks = [pytest.mark.slow] if entry and entry.slow else []
+        marks = [getattr(pytest.mark, entry.mark)] if entry and entry.mark else []
         params.append(pytest.param(kind, command, entry, marks=marks, id=f"{i:02d} {label}"))
     return params
 

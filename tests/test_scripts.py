@@ -1,5 +1,6 @@
 """Command-line scripts on real files, called in-process through their ``main(argv)`` (``helpers.run_script``)."""
 
+import pytest
 import torch
 from torchvision.models.video import mvit_v2_s
 
@@ -33,6 +34,7 @@ def test_convert_checkpoint_reports_and_writes(tmp_path):
     assert bad.returncode == 1 and "missing keys" in bad.stderr
 
 
+@pytest.mark.e2e  # every benchmark step on the tiny preset, with two memory-measuring processes: 30-90 s
 def test_benchmark_smoke_run_writes_its_table(tmp_path):
     """The benchmark on the tiny preset: it runs end to end and writes the markdown table (numbers not judged)."""
     out = tmp_path / "bench.md"
