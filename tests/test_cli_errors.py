@@ -2,7 +2,6 @@
 traceback, in the library (``load_file``) and in every script that reads a checkpoint."""
 
 import pickle
-import runpy
 import subprocess
 import sys
 import zipfile
@@ -15,6 +14,8 @@ import torch
 from mvit_video.data.synthetic import write_video
 from mvit_video.models import build_model
 from mvit_video.models.convert import CheckpointReadError, load_file
+
+from .helpers import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,13 +50,10 @@ def _run(*args):
     return res.returncode, res.stdout, res.stderr
 
 
-def _run_in_process(script: str, args, capsys, monkeypatch):
+def _run_in_process(script: str, args):
     """The script's own code (argument parsing, error handling, exit status) without another interpreter start."""
-    monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(ROOT / "scripts" / script), run_name="__main__")
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
+    res = run_script(script, *args)
+    return res.returncode, res.stdout, res.stderr
 
 
 def _assert_one_error_line(code, err, *needles):
@@ -74,19 +72,19 @@ def test_load_file_names_the_file_it_cannot_read(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", ["empty", "truncated", "text", "pickle", "zip"])
-def test_predict_on_a_bad_checkpoint(tmp_path, capsys, monkeypatch, kind):
+def test_predict_on_a_bad_checkpoint(tmp_path, kind):
     path = _bad_checkpoints(tmp_path)[kind]
-    code, out, err = _run_in_process("predict.py", ["clip.mp4", "--ckpt", path], capsys, monkeypatch)
+    code, out, err = _run_in_process("predict.py", ["clip.mp4", "--ckpt", path])
     _assert_one_error_line(code, err, path)
     assert out == ""
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--topk", "0"), ("--clips", "-1"), ("--clips", "0"), ("--crops", "2")])
-def test_predict_rejects_view_and_topk_counts_below_one(tmp_path, capsys, monkeypatch, flag, value):
+def test_predict_rejects_view_and_topk_counts_below_one(tmp_path, flag, value):
     ckpt, video = _classifier_and_video(tmp_path)
-    code, out, err = _run_in_process("predict.py", [video, "--ckpt", ckpt, "--topk", "2"], capsys, monkeypatch)
+    code, out, err = _run_in_process("predict.py", [video, "--ckpt", ckpt, "--topk", "2"])
     assert code == 0 and "views of 4 frames" in out, err  # the checkpoint and the video are fine
-    code, _, err = _run_in_process("predict.py", [video, "--ckpt", ckpt, flag, value], capsys, monkeypatch)
+    code, _, err = _run_in_process("predict.py", [video, "--ckpt", ckpt, flag, value])
     assert code == 2 and "Traceback" not in err and f"argument {flag}:" in err, err
 
 
@@ -107,15 +105,15 @@ def test_predict_as_users_run_it(tmp_path):
         ("convert_checkpoint.py", ["{ckpt}", "--model", "mvitv2_tiny"], "empty", "empty file"),
     ],
 )  # fmt: skip
-def test_every_checkpoint_script_names_a_bad_file(tmp_path, capsys, monkeypatch, script, args, kind, message):
+def test_every_checkpoint_script_names_a_bad_file(tmp_path, script, args, kind, message):
     ckpt = _bad_checkpoints(tmp_path)[kind]
     args = [a.format(ckpt=ckpt, tmp=tmp_path) for a in args]
-    code, _, err = _run_in_process(script, args, capsys, monkeypatch)
+    code, _, err = _run_in_process(script, args)
     _assert_one_error_line(code, err, ckpt, message)
 
 
-def test_convert_checkpoint_names_a_file_without_weights(tmp_path, capsys, monkeypatch):
+def test_convert_checkpoint_names_a_file_without_weights(tmp_path):
     torch.save({"epoch": 3}, tmp_path / "no_weights.pth")  # readable, but nothing to convert
     args = [tmp_path / "no_weights.pth", "--model", "mvitv2_tiny"]
-    code, _, err = _run_in_process("convert_checkpoint.py", args, capsys, monkeypatch)
+    code, _, err = _run_in_process("convert_checkpoint.py", args)
     _assert_one_error_line(code, err, tmp_path / "no_weights.pth", "no state dict of tensors")
