@@ -43,6 +43,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from .data.sampling import ResumableData
+
 log = logging.getLogger(__name__)
 
 SLURM_SIGNALS = ("SIGUSR2", "SIGTERM")  # a scheduler's stop: requeue; SIGINT is a person's stop: no requeue
@@ -63,6 +65,7 @@ class Preemption(L.Callback):
         self._stop_pending = False  # the stop checkpoint is written: exit at the next hook (after Lightning logs)
         self._previous: dict[int, Any] = {}
         self._last_batch_end: dict[str, Any] | None = None  # for crash.ckpt: the state after the last finished step
+        self._rng_override: dict[str, Any] | None = None  # what state_dict returns while crash.ckpt is written
 
     def _handler(self, signum: int, frame) -> None:
         """The first signal only sets a flag (the work happens at a batch end); a second one stops now."""
@@ -119,14 +122,16 @@ class Preemption(L.Callback):
             log.error("no crash checkpoint (%s): the last consistent one is %s", type(exception).__name__,
                       self.dirpath / "last.ckpt")  # fmt: skip
             return
-        ckpt = trainer._checkpoint_connector.dump_checkpoint()
-        ckpt["callbacks"][self.state_key] = snap["rng"]  # the generators as they were after the last step
-        if trainer.datamodule is not None and type(trainer.datamodule).__qualname__ in ckpt:
-            ckpt[type(trainer.datamodule).__qualname__] = {"epoch": snap["epoch"], "batches": snap["batches"]}
-        # Lightning adds 1 on restart (it expects a save at a batch end, before its own increment)
-        ckpt["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] = snap["batches_that_stepped"]
+        # the state after the last step: the generators as they were then, the datamodule's position before the
+        # failing batch (the loops restart from their last completed batch by themselves)
+        self._rng_override = snap["rng"]
+        if isinstance(trainer.datamodule, ResumableData):
+            trainer.datamodule.load_state_dict({"epoch": snap["epoch"], "batches": snap["batches"]})
         path = self.dirpath / "crash.ckpt"
-        trainer.strategy.save_checkpoint(ckpt, path)
+        try:
+            trainer.save_checkpoint(path)
+        finally:
+            self._rng_override = None
         log.error("%s at global step %d: state after the last finished step saved to %s; resume with ckpt_path=%s",
                   type(exception).__name__, trainer.global_step, path, path)  # fmt: skip
 
@@ -135,12 +140,12 @@ class Preemption(L.Callback):
         return bool(trainer.strategy.reduce_boolean_decision(self.received is not None, all=False))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        batches = trainer.fit_loop.epoch_loop
-        self._last_batch_end = None if batches.batch_progress.is_last_batch else {
+        last = batch_idx + 1 >= trainer.num_training_batches  # batch_idx counts from the epoch's start, also resumed
+        self._last_batch_end = None if last else {
             "global_step": trainer.global_step, "epoch": trainer.current_epoch, "rng": self.state_dict(),
-            "batches": batches.batch_progress.current.processed, "batches_that_stepped": batches._batches_that_stepped,
+            "batches": batch_idx + 1,
         }  # fmt: skip
-        if self._stop_pending or not self._agree(trainer) or batches.batch_progress.is_last_batch:
+        if self._stop_pending or not self._agree(trainer) or last:
             return  # the last batch of an epoch: wait for its validation and checkpoints (on_train_epoch_end)
         self._save(trainer)  # here, where Lightning's loops expect a mid-epoch checkpoint
         self._stop_pending = True
@@ -185,6 +190,8 @@ class Preemption(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         """The generators' states at the checkpoint, so dropout, drop-path and mixup continue identically."""
+        if self._rng_override is not None:  # crash.ckpt: those after the last finished step
+            return self._rng_override
         mt, key, pos, has_gauss, gauss = np.random.get_state()
         return {
             "torch": torch.get_rng_state(), "numpy": (mt, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss),

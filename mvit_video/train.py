@@ -70,7 +70,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("init_from"):
         load_pretrained(getattr(net, "backbone", net), cfg.init_from, strict_head=False)
         log.info("initialised backbone from %s", cfg.init_from)
-    task = instantiate(cfg.task, net=net, **_task_data(cfg, datamodule))
+    task = instantiate(cfg.task, net=net, **_task_data(cfg, datamodule), _convert_="all")  # plain dicts and lists
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     loggers = _instantiate_dict(cfg.get("logger"))
     plugins = []

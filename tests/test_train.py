@@ -164,3 +164,22 @@ def test_resume_from_end_of_epoch_checkpoint_with_workers_is_exact(tmp_path, tin
     run(_cfg(tmp_path / "resumed", tiny_kinetics, [*common, "ckpt_path=last"]))
     _assert_same_final_state(tmp_path / "resumed" / "out", tmp_path / "plain" / "out")
     assert saved["global_step"] == 4 and saved["KineticsDataModule"] == {"epoch": 1, "batches": 0}  # next: epoch 1
+
+
+def test_paths_are_under_the_repository_from_any_working_directory(tmp_path):
+    """``paths.root_dir`` is the directory holding conf/ (no environment variable set before import): a run started
+    elsewhere still puts its logs and data under the repository."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("MVIT_ROOT", "MVIT_DATA")}
+    res = subprocess.run(
+        [sys.executable, str(root / "train.py"), "--cfg", "job", "--resolve", "--package", "paths"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"root_dir: {root}\n" in res.stdout and f"log_dir: {root}/logs\n" in res.stdout, res.stdout
+    assert f"data_dir: {root}/data\n" in res.stdout, res.stdout

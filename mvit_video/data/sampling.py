@@ -17,6 +17,7 @@ import functools
 import os
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DistributedSampler
@@ -143,10 +144,21 @@ def init_worker(worker_id: int, rank: int) -> None:
 
 
 class ResumableData:
-    """Datamodule mixin: its ``state_dict`` (saved in every checkpoint) records how far into the running epoch
-    training was; after a mid-epoch resume ``resume_position`` tells the training sampler what to skip."""
+    """Datamodule mixin: counts the training batches it hands out in the running epoch (``on_after_batch_transfer``,
+    called as each batch goes to the model), and its ``state_dict`` (saved in every checkpoint) records how far
+    into that epoch training was; after a mid-epoch resume ``resume_position`` tells the training sampler what to
+    skip."""
 
-    resume_position: tuple[int, int] | None = None  # (epoch, batches done)
+    resume_position: tuple[int, int] | None = None  # (epoch, batches done), from the checkpoint
+    _position: tuple[int, int] | None = None  # (epoch, training batches handed out in it) in this run
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training:
+            epoch = trainer.current_epoch
+            done = self._position[1] if self._position is not None and self._position[0] == epoch else 0
+            self._position = (epoch, done + 1)
+        return batch
 
     def state_dict(self) -> dict[str, int]:
         """Where training goes on from this checkpoint, the way Lightning's loops restart from it: the running
@@ -155,13 +167,14 @@ class ResumableData:
         trainer = getattr(self, "trainer", None)
         if trainer is None or trainer.state.fn != "fit":
             return {}
-        epochs = trainer.fit_loop.epoch_progress.current  # counts: ready >= started >= processed >= completed
-        batches = trainer.fit_loop.epoch_loop.batch_progress
-        if epochs.started > epochs.processed:  # epoch `processed` (0-based) is running
-            if batches.is_last_batch:
-                return {"epoch": epochs.processed + 1, "batches": 0}
-            return {"epoch": epochs.processed, "batches": batches.current.processed}
-        return {"epoch": epochs.processed, "batches": 0}  # between epochs: at an epoch's end or start
+        epoch = trainer.current_epoch
+        if self._position is None or self._position[0] != epoch:  # between epochs: at an epoch's end or start
+            return {"epoch": epoch, "batches": 0}
+        batches = self._position[1]
+        if batches >= trainer.num_training_batches:  # the epoch's last batch ran
+            return {"epoch": epoch + 1, "batches": 0}
+        return {"epoch": epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.resume_position = (state["epoch"], state["batches"]) if state else None
+        self._position = self.resume_position
