@@ -188,6 +188,13 @@ class Preemption(L.Callback):
         # ``run`` would go on to test.
         raise SystemExit(self.exit_code if self.exit_code is not None else 128 + signum)
 
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self._rng_override is not None:  # crash.ckpt: the logged-step count as a batch end's checkpoint has it
+            # Lightning adds 1 to it on restart (it expects a save at a batch end, before its own increment); this
+            # is the checkpoint's documented dict, not a loop attribute
+            loop = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]
+            loop["_batches_that_stepped"] -= 1
+
     def state_dict(self) -> dict[str, Any]:
         """The generators' states at the checkpoint, so dropout, drop-path and mixup continue identically."""
         if self._rng_override is not None:  # crash.ckpt: those after the last finished step
