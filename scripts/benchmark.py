@@ -8,7 +8,8 @@
 inference: batch 1, fp32, ours / torchvision with the same weights, and the share of the measured fp32 matmul peak.
 training: a step (batch 2, AdamW) of ours / torchvision / ours with activation checkpointing, alternated. Peak memory,
   one method per device: CUDA, ``max_memory_allocated`` above what was allocated before the steps; CPU, the peak RSS
-  above the RSS before them, in a fresh process per setting, glibc returning freed blocks >= 64 KiB to the system.
+  (VmHWM, reset before the steps) above the RSS before them, in a fresh process per setting with glibc returning
+  freed blocks >= 64 KiB to the system (so RSS follows the live tensors).
 data: training clips/s with 2 workers on the synthetic Kinetics set, per decoder, and pytorchvideo's ``Kinetics``.
 ava: the vectorised evaluator / the per-row reference (``scripts/bench_ava_eval.py``, the one copy of that benchmark).
 """
@@ -123,8 +124,6 @@ def train_step(net, x, device: str):
 
 def step_memory(tiny: bool, device: str, checkpointing: bool) -> int:
     """Peak bytes of two training steps of ours above what was held before them (the method of the docstring)."""
-    import resource
-
     import torch
 
     net, x = model("ours", tiny, device)
@@ -133,12 +132,19 @@ def step_memory(tiny: bool, device: str, checkpointing: bool) -> int:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:
-        base = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    else:  # reset the peak RSS (VmHWM) to the current RSS: earlier peaks (imports, model build) are not the step's
+        Path("/proc/self/clear_refs").write_text("5")
+        base = _status_kib("VmRSS")
     step(), step()
     if device == "cuda":
         return torch.cuda.max_memory_allocated() - base
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return _status_kib("VmHWM") - base
+
+
+def _status_kib(field: str) -> int:
+    """A ``/proc/self/status`` memory field, in bytes."""
+    line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
 
 
 def bench_training(tiny: bool, device: str, repeats: int) -> dict:
