@@ -1,15 +1,14 @@
 """AVA frame-mAP on hand-computed cases, against the per-row reference, and through the CLI."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mvit_video.metrics.ava_frame_map import evaluate_files, frame_map
 from tests.ava_reference import frame_map_reference
+
+from .helpers import run_script
 
 A, B = [0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9]
 OTHER = [0.6, 0.1, 0.9, 0.3]
@@ -126,12 +125,19 @@ def test_cli_on_official_format_files(tmp_path):
     (tmp_path / "excl.csv").write_text("vidB,0906\n")
     res = evaluate_files(tmp_path / "labelmap.pbtxt", tmp_path / "gt.csv", tmp_path / "det.csv", tmp_path / "excl.csv")
     assert res["per_class"] == {"bend/bow (at the waist)": 1.0, "crouch/kneel": pytest.approx(0.5)}
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "scripts/ava_eval.py", "-l", tmp_path / "labelmap.pbtxt", "-g", tmp_path / "gt.csv",
-         "-d", tmp_path / "det.csv", "-e", tmp_path / "excl.csv", "--chance", "3"],
-        capture_output=True, text=True, cwd=root, check=False,
-    )  # fmt: skip
+    out = run_script(
+        "ava_eval.py",
+        "-l",
+        tmp_path / "labelmap.pbtxt",
+        "-g",
+        tmp_path / "gt.csv",
+        "-d",
+        tmp_path / "det.csv",
+        "-e",
+        tmp_path / "excl.csv",
+        "--chance",
+        "3",
+    )
     assert out.returncode == 0, out.stderr
     line = json.loads(out.stdout.strip().splitlines()[-1])
     assert line["mAP"] == pytest.approx(0.75) and line["per_class"]["crouch/kneel"] == pytest.approx(0.5)

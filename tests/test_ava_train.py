@@ -2,9 +2,6 @@
 detector then loads with its preprocessing and draws its detections on a video (scripts/ava_demo.py)."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
@@ -12,7 +9,7 @@ from mvit_video.inference import load_detector
 from mvit_video.metrics.ava_frame_map import evaluate_files
 from mvit_video.train import run
 
-from .helpers import compose_cfg
+from .helpers import compose_cfg, run_script
 
 
 def test_short_ava_training_run_then_demo(tmp_path):
@@ -39,14 +36,11 @@ def test_short_ava_training_run_then_demo(tmp_path):
     ckpt = tmp_path / "out" / "checkpoints" / "last.ckpt"
     detector = load_detector(ckpt)
     assert detector.crop_size == 64 and set(detector.action_names) == {7, 10, 12, 14, 69}
-    root = Path(__file__).resolve().parents[1]
     frames_dir = tmp_path / "data" / "synthetic_ava" / "frames" / "val000"
     out_video = tmp_path / "demo.mp4"
-    res = subprocess.run(
-        [sys.executable, "scripts/ava_demo.py", "--ckpt", str(ckpt), "--frames", str(frames_dir), "--boxes",
-         str(ann / "ava_val_v2.2.csv"), "--out", str(out_video)],
-        cwd=root, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    res = run_script(
+        "ava_demo.py", "--ckpt", ckpt, "--frames", frames_dir, "--boxes", ann / "ava_val_v2.2.csv", "--out", out_video
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     assert [d["second"] for d in lines] == [902, 903, 904, 905]
