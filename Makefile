@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The test ladder (markers in pyproject.toml; .ci/run runs every stage, about 15 min in all):
 #   make test       unmarked tests, < 4 min on 2 cores: run it before every commit
-#   make test-e2e   whole programs as users run them: notebooks, make demo, the benchmark's smoke run
+#   make test-e2e   whole programs as users run them: notebooks, make demo, the benchmark's smoke run, signals to train.py
 #   make test-slow  heavier tests: big presets, longer trainings, README recipes in tiny form
 #   make test-slurm multi-node runs on a 2-node Slurm cluster on this host (root)
 PYTEST_FAST := -m "not e2e and not slow and not slurm"

@@ -110,6 +110,7 @@ def _stop_and_resume(uninterrupted, tiny_kinetics: Path, tmp_path: Path, signum:
             assert float(r["train/loss_step"]) == pytest.approx(plain_losses[r["step"]], abs=1e-5), r["step"]
 
 
+@pytest.mark.e2e  # a real `python train.py` killed from outside: ~50 s, in make test-e2e
 def test_sigterm_checkpoints_exits_143_and_resumes_exactly(uninterrupted, tiny_kinetics, tmp_path):
     _stop_and_resume(uninterrupted, tiny_kinetics, tmp_path, signal.SIGTERM, workers=0, group=False)
 
