@@ -48,6 +48,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check mvit_video scripts tests train.py
+	$(PY) -m ruff format --check mvit_video scripts tests train.py
 
 bench: $(STAMP)
 	$(PY) scripts/benchmark.py

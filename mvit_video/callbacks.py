@@ -55,9 +55,13 @@ class Preemption(L.Callback):
     ``exit_code`` (default ``128 + signal number``)."""
 
     def __init__(
-        self, dirpath: str, signals: tuple[str, ...] | list[str] = ("SIGUSR2", "SIGTERM", "SIGINT"),
-        requeue: bool = True, exit_code: int | None = None, crash_checkpoint: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        dirpath: str,
+        signals: tuple[str, ...] | list[str] = ("SIGUSR2", "SIGTERM", "SIGINT"),
+        requeue: bool = True,
+        exit_code: int | None = None,
+        crash_checkpoint: bool = True,
+    ) -> None:
         self.dirpath = Path(dirpath)
         self.signums = [getattr(signal, name) for name in signals]
         self.requeue, self.exit_code, self.crash_checkpoint = requeue, exit_code, crash_checkpoint
@@ -116,11 +120,16 @@ class Preemption(L.Callback):
         its validation), before the failing batch's optimizer step changed the weights."""
         snap = self._last_batch_end
         if (
-            snap is None or trainer.world_size > 1 or not trainer.training or trainer.sanity_checking
-            or trainer.global_step != snap["global_step"] or trainer.current_epoch != snap["epoch"]
-        ):  # fmt: skip
-            log.error("no crash checkpoint (%s): the last consistent one is %s", type(exception).__name__,
-                      self.dirpath / "last.ckpt")  # fmt: skip
+            snap is None
+            or trainer.world_size > 1
+            or not trainer.training
+            or trainer.sanity_checking
+            or trainer.global_step != snap["global_step"]
+            or trainer.current_epoch != snap["epoch"]
+        ):
+            log.error(
+                "no crash checkpoint (%s): the last consistent one is %s", type(exception).__name__, self.dirpath / "last.ckpt"
+            )
             return
         # the state after the last step: the generators as they were then, the datamodule's position before the
         # failing batch (the loops restart from their last completed batch by themselves)
@@ -132,8 +141,13 @@ class Preemption(L.Callback):
             trainer.save_checkpoint(path)
         finally:
             self._rng_override = None
-        log.error("%s at global step %d: state after the last finished step saved to %s; resume with ckpt_path=%s",
-                  type(exception).__name__, trainer.global_step, path, path)  # fmt: skip
+        log.error(
+            "%s at global step %d: state after the last finished step saved to %s; resume with ckpt_path=%s",
+            type(exception).__name__,
+            trainer.global_step,
+            path,
+            path,
+        )
 
     def _agree(self, trainer: L.Trainer) -> bool:
         """Ranks get the signal at slightly different moments: any rank's signal stops all, at the same step."""
@@ -141,10 +155,16 @@ class Preemption(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         last = batch_idx + 1 >= trainer.num_training_batches  # batch_idx counts from the epoch's start, also resumed
-        self._last_batch_end = None if last else {
-            "global_step": trainer.global_step, "epoch": trainer.current_epoch, "rng": self.state_dict(),
-            "batches": batch_idx + 1,
-        }  # fmt: skip
+        self._last_batch_end = (
+            None
+            if last
+            else {
+                "global_step": trainer.global_step,
+                "epoch": trainer.current_epoch,
+                "rng": self.state_dict(),
+                "batches": batch_idx + 1,
+            }
+        )
         if self._stop_pending or not self._agree(trainer) or last:
             return  # the last batch of an epoch: wait for its validation and checkpoints (on_train_epoch_end)
         self._save(trainer)  # here, where Lightning's loops expect a mid-epoch checkpoint
@@ -201,9 +221,11 @@ class Preemption(L.Callback):
             return self._rng_override
         mt, key, pos, has_gauss, gauss = np.random.get_state()
         return {
-            "torch": torch.get_rng_state(), "numpy": (mt, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss),
-            "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }  # fmt: skip
+            "torch": torch.get_rng_state(),
+            "numpy": (mt, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:

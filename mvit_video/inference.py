@@ -63,9 +63,7 @@ class VideoClassifier(nn.Module):
         self.preprocessing = preprocessing
         self.eval()
         if len(preprocessing.class_names) != model.num_classes:
-            raise DatasetFormatError(
-                f"{len(preprocessing.class_names)} class names for a model with {model.num_classes} classes"
-            )
+            raise DatasetFormatError(f"{len(preprocessing.class_names)} class names for a model with {model.num_classes} classes")
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.model(video)

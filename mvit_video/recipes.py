@@ -17,41 +17,77 @@ REQUIRED = "<a checkpoint, required>"  # init_from must be set (to anything)
 
 # Values shared by all five official video configs (spec §2.1-2.3).
 COMMON = {
-    "data.crop_size": 224, "data.mean": KINETICS_MEAN, "data.std": KINETICS_STD,
-    "data.rand_augment": RAND_AUG, "data.erase_prob": 0.25,
-    "model.head_dropout": 0.5, "task.label_smoothing": 0.1,
-    "task.mixup.mixup_alpha": 0.8, "task.mixup.cutmix_alpha": 1.0, "task.mixup.prob": 1.0, "task.mixup.switch_prob": 0.5,
-    "task.scheduler.end_lr": 1e-6, "trainer.precision": "32-true",
-}  # fmt: skip
+    "data.crop_size": 224,
+    "data.mean": KINETICS_MEAN,
+    "data.std": KINETICS_STD,
+    "data.rand_augment": RAND_AUG,
+    "data.erase_prob": 0.25,
+    "model.head_dropout": 0.5,
+    "task.label_smoothing": 0.1,
+    "task.mixup.mixup_alpha": 0.8,
+    "task.mixup.cutmix_alpha": 1.0,
+    "task.mixup.prob": 1.0,
+    "task.mixup.switch_prob": 0.5,
+    "task.scheduler.end_lr": 1e-6,
+    "trainer.precision": "32-true",
+}
 K400 = {
     **COMMON,
     "data.num_classes": 400,
-    "task.optimizer._target_": "torch.optim.AdamW", "task.optimizer.lr": 1e-4, "task.optimizer.weight_decay": 0.05,
-    "task.optimizer.betas": [0.9, 0.999], "task.optimizer.eps": 1e-8,
-    "task.scheduler.warmup_epochs": 30, "task.scheduler.warmup_start_lr": 1e-6,
-    "trainer.max_epochs": 200, "trainer.gradient_clip_val": 1.0,
-    "data.batch_size": 2, "data.num_samples": 2,  # 16 per node / 8 GPUs, NUM_SAMPLE 2
-    "data.random_resized_crop": True, "data.flip": True, "data.train_jitter_scales": [256, 320],
-    "data.inverse_uniform_jitter": False, "data.test_num_clips": 5, "data.test_num_crops": 1,
-}  # fmt: skip
+    "task.optimizer._target_": "torch.optim.AdamW",
+    "task.optimizer.lr": 1e-4,
+    "task.optimizer.weight_decay": 0.05,
+    "task.optimizer.betas": [0.9, 0.999],
+    "task.optimizer.eps": 1e-8,
+    "task.scheduler.warmup_epochs": 30,
+    "task.scheduler.warmup_start_lr": 1e-6,
+    "trainer.max_epochs": 200,
+    "trainer.gradient_clip_val": 1.0,
+    "data.batch_size": 2,
+    "data.num_samples": 2,  # 16 per node / 8 GPUs, NUM_SAMPLE 2
+    "data.random_resized_crop": True,
+    "data.flip": True,
+    "data.train_jitter_scales": [256, 320],
+    "data.inverse_uniform_jitter": False,
+    "data.test_num_clips": 5,
+    "data.test_num_crops": 1,
+}
 SSV2 = {
     **COMMON,
-    "task.optimizer._target_": "torch.optim.SGD", "task.optimizer.lr": 2.5e-3, "task.optimizer.momentum": 0.9,
-    "task.optimizer.nesterov": True, "task.optimizer.weight_decay": 1e-4,
-    "task.scheduler.warmup_epochs": 3, "task.scheduler.warmup_start_lr": 1e-4,
-    "trainer.max_epochs": 100, "trainer.gradient_clip_val": None,
-    "data.batch_size": 2, "data.num_samples": 1,
-    "data.random_resized_crop": False, "data.flip": False, "data.train_jitter_scales": [256, 320],
-    "data.inverse_uniform_jitter": True, "data.test_num_clips": 1, "data.test_num_crops": 3,
-    "data.num_classes": 174, "model.drop_path_rate": 0.4, "init_from": REQUIRED,
-}  # fmt: skip
+    "task.optimizer._target_": "torch.optim.SGD",
+    "task.optimizer.lr": 2.5e-3,
+    "task.optimizer.momentum": 0.9,
+    "task.optimizer.nesterov": True,
+    "task.optimizer.weight_decay": 1e-4,
+    "task.scheduler.warmup_epochs": 3,
+    "task.scheduler.warmup_start_lr": 1e-4,
+    "trainer.max_epochs": 100,
+    "trainer.gradient_clip_val": None,
+    "data.batch_size": 2,
+    "data.num_samples": 1,
+    "data.random_resized_crop": False,
+    "data.flip": False,
+    "data.train_jitter_scales": [256, 320],
+    "data.inverse_uniform_jitter": True,
+    "data.test_num_clips": 1,
+    "data.test_num_crops": 3,
+    "data.num_classes": 174,
+    "model.drop_path_rate": 0.4,
+    "init_from": REQUIRED,
+}
 S16 = {"model.name": "mvitv2_s_16x4", "data.num_frames": 16, "data.sampling_rate": 4}
 B32 = {"model.name": "mvitv2_b_32x3", "data.num_frames": 32, "data.sampling_rate": 3}
 L40 = {
-    "model.name": "mvitv2_l_40x3", "data.num_frames": 40, "data.sampling_rate": 3, "data.crop_size": 312,
-    "data.train_jitter_scales": [356, 446], "data.mean": IMAGENET_MEAN, "data.std": IMAGENET_STD,
-    "model.drop_path_rate": 0.75, "task.grad_checkpointing": True,
-}  # fmt: skip
+    "model.name": "mvitv2_l_40x3",
+    "data.num_frames": 40,
+    "data.sampling_rate": 3,
+    "data.crop_size": 312,
+    "data.train_jitter_scales": [356, 446],
+    "data.mean": IMAGENET_MEAN,
+    "data.std": IMAGENET_STD,
+    "model.drop_path_rate": 0.75,
+    "task.grad_checkpointing": True,
+}
 K400_B = {**K400, **B32, "model.drop_path_rate": 0.3}
 # The K400-L file is test-only: its architecture, data and test values are official, its training recipe is not.
 K400_L_TEST = {k: v for k, v in {**K400, **L40}.items() if k.startswith(("data.", "model.", "task.grad"))}
@@ -76,10 +112,16 @@ OFFICIAL: dict[str, Recipe] = {
     "ssv2_mvitv2_l": Recipe(
         "configs/SSv2/MVITv2_L_40x3.yaml",
         {
-            **SSV2, **L40, "task.optimizer.lr": 1.25e-3, "task.scheduler.warmup_start_lr": 1e-6,
-            "trainer.max_epochs": 40, "trainer.gradient_clip_val": 2.0, "data.batch_size": 1, "task.mixup.prob": 0.0,
+            **SSV2,
+            **L40,
+            "task.optimizer.lr": 1.25e-3,
+            "task.scheduler.warmup_start_lr": 1e-6,
+            "trainer.max_epochs": 40,
+            "trainer.gradient_clip_val": 2.0,
+            "data.batch_size": 1,
+            "task.mixup.prob": 0.0,
         },
-    ),  # fmt: skip
+    ),
 }
 NOT_RECIPES = {
     "demo": "the CPU demo, tuned for 2 cores (not a paper recipe)",

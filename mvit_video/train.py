@@ -102,8 +102,9 @@ def _task_data(cfg: DictConfig, datamodule) -> dict[str, Any]:
     return out
 
 
-def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, task, datamodule, ckpt_path: str | None,
-                  metrics: dict[str, float]) -> None:  # fmt: skip
+def _fit_and_test(
+    cfg: DictConfig, trainer: L.Trainer, task, datamodule, ckpt_path: str | None, metrics: dict[str, float]
+) -> None:
     if cfg.train:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(_floats(trainer.callback_metrics))

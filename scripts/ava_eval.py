@@ -25,9 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-d", "--detections", required=True, help="detections CSV (video,sec,x1,y1,x2,y2,action,score)")
     parser.add_argument("-e", "--exclusions", default=None, help="excluded timestamps CSV (video,sec)")
     parser.add_argument(
-        "--chance", type=int, default=0, metavar="N",
+        "--chance",
+        type=int,
+        default=0,
+        metavar="N",
         help="also report the mean mAP of N runs with the detection scores shuffled (chance level of these boxes)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     start = time.time()
     try:

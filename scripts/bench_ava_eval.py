@@ -52,10 +52,16 @@ def measure(detections: int = 1_000_000, groundtruth: int = 50_000, repeats: int
             slow, _ = frame_map_reference(gt, det, classes)
             slow_times.append(time.perf_counter() - t)
     return {
-        "detections": detections, "groundtruth": groundtruth, "classes": len(classes), "repeats": repeats,
-        "fast_s": statistics.median(fast_times), "fast_first_s": fast_times[0], "fast_map": fast,
+        "detections": detections,
+        "groundtruth": groundtruth,
+        "classes": len(classes),
+        "repeats": repeats,
+        "fast_s": statistics.median(fast_times),
+        "fast_first_s": fast_times[0],
+        "fast_map": fast,
         "slow_s": statistics.median(slow_times) if slow_times else None,
-        "slow_first_s": slow_times[0] if slow_times else None, "slow_map": slow,
+        "slow_first_s": slow_times[0] if slow_times else None,
+        "slow_map": slow,
     }
 
 

@@ -20,9 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
     spec = SyntheticSpec(
-        num_classes=args.num_classes, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
-        test_per_class=args.test_per_class, seed=args.seed,
-    )  # fmt: skip
+        num_classes=args.num_classes,
+        train_per_class=args.train_per_class,
+        val_per_class=args.val_per_class,
+        test_per_class=args.test_per_class,
+        seed=args.seed,
+    )
     root = make_synthetic_kinetics(args.root, spec, workers=args.workers)
     print(f"wrote {root}: train.csv val.csv test.csv classnames.txt videos/")
     return 0

@@ -12,9 +12,15 @@ from mvit_video.data.synthetic import SyntheticSpec, make_synthetic_kinetics
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 TINY_SPEC = SyntheticSpec(
-    num_classes=4, train_per_class=4, val_per_class=2, test_per_class=2, min_seconds=1.0, max_seconds=1.5,
-    min_side=72, max_side=112,
-)  # fmt: skip
+    num_classes=4,
+    train_per_class=4,
+    val_per_class=2,
+    test_per_class=2,
+    min_seconds=1.0,
+    max_seconds=1.5,
+    min_side=72,
+    max_side=112,
+)
 
 
 def make_tiny_dataset(root: Path) -> Path:
@@ -23,9 +29,7 @@ def make_tiny_dataset(root: Path) -> Path:
 
 def compose_cfg(overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(
-            "train", overrides=[f"paths.output_dir={output_dir}", f"paths.data_dir={data_dir}", *overrides]
-        )
+        return compose("train", overrides=[f"paths.output_dir={output_dir}", f"paths.data_dir={data_dir}", *overrides])
 
 
 class SignalAtStep:

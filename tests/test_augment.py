@@ -67,9 +67,18 @@ def test_repeated_augmentation_gives_two_different_clips_of_the_same_video(tiny_
     from mvit_video.data.kinetics import KineticsDataModule
 
     dm = KineticsDataModule(
-        str(tiny_kinetics), num_classes=4, num_frames=4, sampling_rate=2, crop_size=32, train_jitter_scales=(40, 48),
-        batch_size=2, num_workers=0, num_samples=2, rand_augment="rand-m7-n4-mstd0.5-inc1", erase_prob=0.25,
-    )  # fmt: skip
+        str(tiny_kinetics),
+        num_classes=4,
+        num_frames=4,
+        sampling_rate=2,
+        crop_size=32,
+        train_jitter_scales=(40, 48),
+        batch_size=2,
+        num_workers=0,
+        num_samples=2,
+        rand_augment="rand-m7-n4-mstd0.5-inc1",
+        erase_prob=0.25,
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape == (4, 3, 4, 32, 32)  # 2 videos x 2 samples

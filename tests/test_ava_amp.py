@@ -52,9 +52,16 @@ def _one_training_step(det, batch, precision: str) -> tuple[torch.Tensor, set[st
     head_dtypes: list[torch.dtype] = []
     det.roi_head.projection.register_forward_hook(lambda m, i, out: head_dtypes.append(out.dtype))
     trainer = L.Trainer(
-        accelerator="cpu", precision=precision, max_steps=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-    )  # fmt: skip
+        accelerator="cpu",
+        precision=precision,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     recorder = _OpRecorder()
     with recorder:
         trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None))

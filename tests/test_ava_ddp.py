@@ -73,11 +73,23 @@ def test_ddp_two_processes_equal_single(tmp_path):
 
 # 3 val videos x 2 keyframes, one excluded: 5 keyframes, so the 2-process sampler pads rank 1 with a repeat.
 AVA_DDP = [
-    "experiment=ava_synthetic", "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "data.num_workers=0",
-    "data.batch_size=2", "data.synthetic.train_videos=2", "data.synthetic.val_videos=3", "data.synthetic.seconds=6",
-    "data.synthetic.keyframes=[902,903]", "data.seconds=[902,903]", "data.crop_size=64", "data.jitter_scales=[64,72]",
-    "callbacks.progress_bar=null", "trainer.strategy=ddp", "trainer.devices=2", "+trainer.num_sanity_val_steps=0",
-]  # fmt: skip
+    "experiment=ava_synthetic",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=1",
+    "data.num_workers=0",
+    "data.batch_size=2",
+    "data.synthetic.train_videos=2",
+    "data.synthetic.val_videos=3",
+    "data.synthetic.seconds=6",
+    "data.synthetic.keyframes=[902,903]",
+    "data.seconds=[902,903]",
+    "data.crop_size=64",
+    "data.jitter_scales=[64,72]",
+    "callbacks.progress_bar=null",
+    "trainer.strategy=ddp",
+    "trainer.devices=2",
+    "+trainer.num_sanity_val_steps=0",
+]
 
 
 def _train_worker(rank: int, world: int, port: int, tmp: str) -> None:
@@ -103,7 +115,9 @@ def test_ddp_run_writes_every_rank_detections_once(tmp_path):
     assert len({(r[0], r[1]) for r in rows}) == 5  # every keyframe of both ranks
     assert len({tuple(r[:7]) for r in rows}) == len(rows)  # the padding's repeat is written once
     res = evaluate_files(
-        ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt", ann / "ava_val_v2.2.csv", det,
+        ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt",
+        ann / "ava_val_v2.2.csv",
+        det,
         ann / "ava_val_excluded_timestamps_v2.2.csv",
-    )  # fmt: skip
+    )
     assert res["mAP"] == pytest.approx(logged, abs=1e-4)  # scores are written with 4 decimals

@@ -64,8 +64,11 @@ def test_label_map_class_without_groundtruth_is_null_in_strict_json(tmp_path):
 @pytest.mark.parametrize(
     ("which", "text", "message"),
     [
-        ("det", "video_id,timestamp,x1,y1,x2,y2,action_id,score\n" + DET,
-         "det.csv:1: field 2 (second) is 'timestamp', not a number (a header line?"),
+        (
+            "det",
+            "video_id,timestamp,x1,y1,x2,y2,action_id,score\n" + DET,
+            "det.csv:1: field 2 (second) is 'timestamp', not a number (a header line?",
+        ),
         ("det", DET + "vidA,0903,0.5,0.5,0.9\n", "det.csv:4: 5 fields; expected 7 or 8"),
         ("gt", "vidA,0902,0.1,0.1\n" + GT, "gt.csv:1: 4 fields; expected 7 or 8"),
         ("det", DET + "vidA,0903,0.5,0.5,0.9,0.9,1,0.7,extra\n", "det.csv:4: 9 fields; expected 7 or 8"),
@@ -78,7 +81,7 @@ def test_label_map_class_without_groundtruth_is_null_in_strict_json(tmp_path):
         ("gt", "vidA,0902\nvidA,0902,0.1,0.1,0.4,0.4,2,0\n", "gt.csv: no ground-truth box of any of the 2 classes"),
         ("labelmap", "item {\n}\n", "labelmap.pbtxt: no 'name:' / 'id:' entries found"),
     ],
-)  # fmt: skip
+)
 def test_malformed_files_give_one_error_line_and_exit_2(tmp_path, capsys, monkeypatch, which, text, message):
     code, out, err = _in_process(_files(tmp_path, **{which: text}), capsys, monkeypatch)
     assert code == 2 and out == ""

@@ -11,18 +11,41 @@ from .helpers import compose_cfg
 
 # The classifier gets the backbone of conf/model/ava_detector_tiny.yaml (3 stages), so its weights fit the detector.
 CLASSIFIER = [
-    "model.name=mvitv2_tiny", "++model.depths=[1,2,2]", "trainer=cpu", "data.num_classes=4", "data.num_workers=0",
-    "data.batch_size=4", "data.crop_size=48", "data.num_frames=8", "data.train_jitter_scales=[48,60]",
-    "data.test_short_side=48", "data.test_num_clips=1", "data.test_num_crops=1", "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "test=false", "data.time_shuffle_control=false",
-    "callbacks.progress_bar=null", "data.synthetic=null",
-]  # fmt: skip
-AVA = [
-    "experiment=ava_synthetic", "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "data.num_workers=0",
-    "data.batch_size=2", "data.synthetic.train_videos=2", "data.synthetic.val_videos=1", "data.synthetic.seconds=6",
-    "data.synthetic.keyframes=[902,903]", "data.seconds=[902,903]", "data.crop_size=64", "data.jitter_scales=[64,72]",
+    "model.name=mvitv2_tiny",
+    "++model.depths=[1,2,2]",
+    "trainer=cpu",
+    "data.num_classes=4",
+    "data.num_workers=0",
+    "data.batch_size=4",
+    "data.crop_size=48",
+    "data.num_frames=8",
+    "data.train_jitter_scales=[48,60]",
+    "data.test_short_side=48",
+    "data.test_num_clips=1",
+    "data.test_num_crops=1",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=1",
+    "+trainer.limit_val_batches=1",
+    "test=false",
+    "data.time_shuffle_control=false",
     "callbacks.progress_bar=null",
-]  # fmt: skip
+    "data.synthetic=null",
+]
+AVA = [
+    "experiment=ava_synthetic",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=1",
+    "data.num_workers=0",
+    "data.batch_size=2",
+    "data.synthetic.train_videos=2",
+    "data.synthetic.val_videos=1",
+    "data.synthetic.seconds=6",
+    "data.synthetic.keyframes=[902,903]",
+    "data.seconds=[902,903]",
+    "data.crop_size=64",
+    "data.jitter_scales=[64,72]",
+    "callbacks.progress_bar=null",
+]
 
 
 def test_ava_training_initialised_from_a_classification_checkpoint(tmp_path, tiny_kinetics, monkeypatch, caplog):

@@ -14,12 +14,23 @@ from .helpers import compose_cfg, run_script
 
 def test_short_ava_training_run_then_demo(tmp_path):
     cfg = compose_cfg(
-        ["experiment=ava_synthetic", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "data.num_workers=0",
-         "data.synthetic.train_videos=2", "data.synthetic.val_videos=2", "data.synthetic.seconds=7",
-         "data.synthetic.keyframes=[902,905]", "data.seconds=[902,905]", "data.crop_size=64", "data.jitter_scales=[64,72]",
-         "callbacks.progress_bar=null"],
-        tmp_path / "out", tmp_path / "data",
-    )  # fmt: skip
+        [
+            "experiment=ava_synthetic",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2",
+            "data.num_workers=0",
+            "data.synthetic.train_videos=2",
+            "data.synthetic.val_videos=2",
+            "data.synthetic.seconds=7",
+            "data.synthetic.keyframes=[902,905]",
+            "data.seconds=[902,905]",
+            "data.crop_size=64",
+            "data.jitter_scales=[64,72]",
+            "callbacks.progress_bar=null",
+        ],
+        tmp_path / "out",
+        tmp_path / "data",
+    )
     metrics = run(cfg)
     assert 0.0 <= metrics["val/mAP"] <= 1.0
     ann = tmp_path / "data" / "synthetic_ava" / "annotations"
@@ -27,9 +38,11 @@ def test_short_ava_training_run_then_demo(tmp_path):
     first = det.read_text().splitlines()[0].split(",")
     assert len(first) == 8 and first[0].startswith("val") and len(first[1]) == 4
     res = evaluate_files(
-        ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt", ann / "ava_val_v2.2.csv", det,
+        ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt",
+        ann / "ava_val_v2.2.csv",
+        det,
         ann / "ava_val_excluded_timestamps_v2.2.csv",
-    )  # fmt: skip
+    )
     assert abs(res["mAP"] - metrics["val/mAP"]) < 1e-4  # the written CSV gives the logged number
 
     # The detector of that run, with its preprocessing, scores the same boxes the demo draws.

@@ -36,9 +36,15 @@ def _classifier_and_video(tmp_path: Path) -> tuple[Path, Path]:
     """A valid (untrained) classifier checkpoint with our metadata, and a short real video it can read."""
     model = build_model("mvitv2_tiny", num_classes=3, num_frames=4, input_size=32)
     meta = {
-        "preset": "mvitv2_tiny", "model": model.cfg.to_dict(), "num_frames": 4, "sampling_rate": 2, "crop_size": 32,
-        "mean": [0.45] * 3, "std": [0.225] * 3, "class_names": ["a", "b", "c"],
-    }  # fmt: skip
+        "preset": "mvitv2_tiny",
+        "model": model.cfg.to_dict(),
+        "num_frames": 4,
+        "sampling_rate": 2,
+        "crop_size": 32,
+        "mean": [0.45] * 3,
+        "std": [0.225] * 3,
+        "class_names": ["a", "b", "c"],
+    }
     torch.save({"state_dict": {f"net.{k}": v for k, v in model.state_dict().items()}, "mvit_video": meta}, tmp_path / "c.ckpt")
     frames = (np.random.default_rng(0).random((12, 40, 40, 3)) * 255).astype(np.uint8)  # (T, H, W, C)
     write_video(tmp_path / "clip.mp4", frames, 15)
@@ -104,7 +110,7 @@ def test_predict_as_users_run_it(tmp_path):
         ("convert_checkpoint.py", ["{ckpt}", "--model", "mvitv2_tiny"], "pickle", "would run code"),
         ("convert_checkpoint.py", ["{ckpt}", "--model", "mvitv2_tiny"], "empty", "empty file"),
     ],
-)  # fmt: skip
+)
 def test_every_checkpoint_script_names_a_bad_file(tmp_path, script, args, kind, message):
     ckpt = _bad_checkpoints(tmp_path)[kind]
     args = [a.format(ckpt=ckpt, tmp=tmp_path) for a in args]

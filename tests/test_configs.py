@@ -62,11 +62,14 @@ def test_experiment_composes_and_instantiates(name, composed):
     assert net.cfg.num_frames == dm.num_frames and net.cfg.input_size == dm.crop_size
     if name in OFFICIAL:  # what the built objects carry is the official recipe (mvit_video/recipes.py)
         built = {
-            "data.num_classes": dm.num_classes, "data.num_frames": dm.num_frames,
-            "data.sampling_rate": dm.sampling_rate, "data.crop_size": dm.crop_size,
-            "model.drop_path_rate": net.cfg.drop_path_rate, "task.optimizer.lr": task.optimizer_factory.keywords["lr"],
+            "data.num_classes": dm.num_classes,
+            "data.num_frames": dm.num_frames,
+            "data.sampling_rate": dm.sampling_rate,
+            "data.crop_size": dm.crop_size,
+            "model.drop_path_rate": net.cfg.drop_path_rate,
+            "task.optimizer.lr": task.optimizer_factory.keywords["lr"],
             "trainer.max_epochs": cfg.trainer.max_epochs,
-        }  # fmt: skip
+        }
         want = expected(name)
         assert built == {key: want[key] for key in built}
 
@@ -157,11 +160,20 @@ def test_own_dataset_command_gets_the_official_mvitv2_s_recipe(tmp_path):
     assert cfg.data._target_ == "mvit_video.data.kinetics.KineticsDataModule" and cfg.data.root == "/data/mine"
     official = OFFICIAL["k400_mvitv2_s"].values
     keys = (
-        "data.num_frames", "data.sampling_rate", "data.crop_size", "model.name", "task.optimizer._target_",
-        "task.optimizer.lr", "task.optimizer.weight_decay", "task.scheduler.warmup_epochs",
-        "task.scheduler.warmup_start_lr", "task.scheduler.end_lr", "task.mixup.mixup_alpha", "task.label_smoothing",
+        "data.num_frames",
+        "data.sampling_rate",
+        "data.crop_size",
+        "model.name",
+        "task.optimizer._target_",
+        "task.optimizer.lr",
+        "task.optimizer.weight_decay",
+        "task.scheduler.warmup_epochs",
+        "task.scheduler.warmup_start_lr",
+        "task.scheduler.end_lr",
+        "task.mixup.mixup_alpha",
+        "task.label_smoothing",
         "trainer.max_epochs",
-    )  # fmt: skip
+    )
     assert {key: OmegaConf.select(cfg, key) for key in keys} == {key: official[key] for key in keys}
     assert cfg.data.synthetic is None and (cfg.model.num_classes, cfg.task.num_classes) == (7, 7)
     assert (cfg.trainer.accelerator, cfg.hydra.runtime.choices.trainer) == ("auto", "default")
@@ -183,10 +195,10 @@ def test_layer_decay_scales_the_whole_schedule_of_every_group(tmp_path):
     assert sched_cfg.warmup_epochs >= 1 and sched_cfg.warmup_start_lr > 0 and sched_cfg.end_lr > 0
     out = configure_optimizers(
         net, task.optimizer_factory, task.scheduler_factory, epochs, steps_per_epoch * epochs, task.layer_decay
-    )  # fmt: skip
+    )
     opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
     scales = torch.tensor([g["lr_scale"] for g in opt.param_groups])  # (G,)
-    assert scales.min() < 0.5 ** 4  # a low layer's base LR is far below warmup_start_lr * 1
+    assert scales.min() < 0.5**4  # a low layer's base LR is far below warmup_start_lr * 1
     lrs = []
     for _ in range(steps_per_epoch * epochs + 1):
         lrs.append([g["lr"] for g in opt.param_groups])

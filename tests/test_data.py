@@ -15,9 +15,18 @@ from .video_zoo import require_decoder
 
 def _dm(root, **kw):
     args = dict(
-        num_classes=4, num_frames=8, sampling_rate=2, crop_size=48, train_jitter_scales=(48, 60),
-        random_resized_crop=False, flip=False, test_num_clips=2, test_num_crops=3, batch_size=4, num_workers=0,
-    )  # fmt: skip
+        num_classes=4,
+        num_frames=8,
+        sampling_rate=2,
+        crop_size=48,
+        train_jitter_scales=(48, 60),
+        random_resized_crop=False,
+        flip=False,
+        test_num_clips=2,
+        test_num_crops=3,
+        batch_size=4,
+        num_workers=0,
+    )
     args.update(kw)
     return KineticsDataModule(str(root), **args)
 
@@ -85,7 +94,7 @@ def test_corrupt_video_is_skipped_and_counted(tiny_kinetics, tmp_path, caplog):
     ("content", "match"),
     [("a.mp4 0\nb.mp4 x\n", r"train\.csv:2: label 'x'"), ("a.mp4 7\n", r"train\.csv:1: label 7 is out of range \[0, 4\)")],
     # other separators: test_kinetics_files.py::test_csv_with_another_separator_names_file_line_and_format
-)  # fmt: skip
+)
 def test_bad_csv_names_file_and_line(tmp_path, content, match):
     (tmp_path / "train.csv").write_text(content)
     with pytest.raises(DatasetFormatError, match=match):

@@ -86,10 +86,19 @@ def test_predict_sees_the_frames_training_sees_on_a_rotated_phone_video(checkpoi
     for split in ("train", "val", "test"):
         (root / f"{split}.csv").write_text("rotate90.mp4 0\n")
     dm = KineticsDataModule(
-        str(root), num_classes=len(p.class_names), num_frames=p.num_frames, sampling_rate=p.sampling_rate,
-        target_fps=p.target_fps, crop_size=p.crop_size, test_short_side=p.test_short_side, mean=p.mean, std=p.std,
-        test_num_clips=p.test_num_clips, test_num_crops=p.test_num_crops, num_workers=0,
-    )  # fmt: skip
+        str(root),
+        num_classes=len(p.class_names),
+        num_frames=p.num_frames,
+        sampling_rate=p.sampling_rate,
+        target_fps=p.target_fps,
+        crop_size=p.crop_size,
+        test_short_side=p.test_short_side,
+        mean=p.mean,
+        std=p.std,
+        test_num_clips=p.test_num_clips,
+        test_num_crops=p.test_num_crops,
+        num_workers=0,
+    )
     dm.setup("test")
     trained = torch.stack([dm.datasets["test"][i]["video"] for i in range(len(dm.datasets["test"]))])  # (V, C, T, H, W)
     views = model.views(root / "rotate90.mp4")

@@ -22,10 +22,19 @@ needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs 
 
 def _dm(root: Path, **kw) -> KineticsDataModule:
     args = dict(
-        num_classes=3, num_frames=4, sampling_rate=2, crop_size=32, train_jitter_scales=(32, 40),
-        random_resized_crop=False, flip=False, test_num_clips=1, test_num_crops=1, batch_size=3, num_workers=0,
+        num_classes=3,
+        num_frames=4,
+        sampling_rate=2,
+        crop_size=32,
+        train_jitter_scales=(32, 40),
+        random_resized_crop=False,
+        flip=False,
+        test_num_clips=1,
+        test_num_crops=1,
+        batch_size=3,
+        num_workers=0,
         decoder="pyav",
-    )  # fmt: skip
+    )
     args.update(kw)
     return KineticsDataModule(str(root), **args)
 
@@ -41,10 +50,29 @@ def class_tree(tmp_path_factory) -> Path:
     for i, size in enumerate(("64x48", "48x64")):
         sources.append(root.parent / f"src{i}.mp4")
         subprocess.run(
-            ["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", f"testsrc=s={size}:r=15", "-t", "1",
-             "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "ultrafast", str(sources[-1])],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-nostdin",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                f"testsrc=s={size}:r=15",
+                "-t",
+                "1",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-preset",
+                "ultrafast",
+                str(sources[-1]),
+            ],
+            check=True,
+            capture_output=True,
+        )
     for split, per_class in (("train", 2), ("val", 1)):
         for c, name in enumerate(CLASSES):
             for j in range(per_class):
@@ -98,12 +126,14 @@ def test_prepare_kinetics_without_train_dir_says_what_it_expects(tmp_path):
 
 @pytest.mark.parametrize(
     ("line", "expected"),
-    [("air drumming/my clip.mp4 2", ("air drumming/my clip.mp4", 2)),  # two spaces in the path
-     ("playing ice hockey/a.mp4 1", ("playing ice hockey/a.mp4", 1)),
-     ("café au lait/b.mp4 0", ("café au lait/b.mp4", 0)),
-     ("frames/abc 300 2", ("frames/abc", 2)),  # the 'path fn label' form
-     ("a.mp4", ("a.mp4", 0))],
-)  # fmt: skip
+    [
+        ("air drumming/my clip.mp4 2", ("air drumming/my clip.mp4", 2)),  # two spaces in the path
+        ("playing ice hockey/a.mp4 1", ("playing ice hockey/a.mp4", 1)),
+        ("café au lait/b.mp4 0", ("café au lait/b.mp4", 0)),
+        ("frames/abc 300 2", ("frames/abc", 2)),  # the 'path fn label' form
+        ("a.mp4", ("a.mp4", 0)),
+    ],
+)
 def test_csv_label_is_the_last_field(tmp_path, line, expected):
     (tmp_path / "train.csv").write_text(line + "\n", encoding="utf-8")
     path, label = read_video_csv(tmp_path / "train.csv", num_classes=3, prefix=tmp_path)[0]
@@ -125,12 +155,14 @@ def test_csv_path_ending_in_a_number_is_kept_when_that_file_exists(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "match"),
-    [("a.mp4 0\nb.mp4\t1\n", r"train\.csv:2: .*tab-separated.*expected UTF-8 text, one video per line: 'path label'"),
-     ("a.mp4,1\n", r"train\.csv:1: .*comma-separated"),
-     # the official Kinetics annotation file (YouTube ids), given where our CSV belongs
-     ("label,youtube_id,time_start,time_end,split\nair drumming,-abc,1,11,train\n", r"train\.csv:1: .*comma-separated"),
-     ("a.mp4 0\nair drumming,-abc,1,11 train\n", r"train\.csv:2: label 'train' is not an integer \(the line looks comma")],
-)  # fmt: skip
+    [
+        ("a.mp4 0\nb.mp4\t1\n", r"train\.csv:2: .*tab-separated.*expected UTF-8 text, one video per line: 'path label'"),
+        ("a.mp4,1\n", r"train\.csv:1: .*comma-separated"),
+        # the official Kinetics annotation file (YouTube ids), given where our CSV belongs
+        ("label,youtube_id,time_start,time_end,split\nair drumming,-abc,1,11,train\n", r"train\.csv:1: .*comma-separated"),
+        ("a.mp4 0\nair drumming,-abc,1,11 train\n", r"train\.csv:2: label 'train' is not an integer \(the line looks comma"),
+    ],
+)
 def test_csv_with_another_separator_names_file_line_and_format(tmp_path, content, match):
     (tmp_path / "train.csv").write_text(content)
     with pytest.raises(DatasetFormatError, match=match):
@@ -156,12 +188,14 @@ def _write_split(root: Path, name: str, lines: list[str]) -> None:
 
 @pytest.mark.parametrize(
     ("bad_file", "content", "match"),
-    [("classnames.txt", "a\nb\n", r"classnames\.txt: 2 class names for num_classes=3"),
-     ("classnames.txt", "a\nb\nc\nd\n", r"classnames\.txt: 4 class names .*line 4 is 'd'"),
-     ("classnames.txt", "a\n\nb\nc\n", r"classnames\.txt:2: empty line"),
-     ("test.csv", "a.mp4 0\nb.mp4 1\nc.mp4 9\n", r"test\.csv:3: label 9 is out of range \[0, 3\)"),
-     ("val.csv", "a.mp4 0\nb.mp4\t1\n", r"val\.csv:2: .*tab-separated")],
-)  # fmt: skip
+    [
+        ("classnames.txt", "a\nb\n", r"classnames\.txt: 2 class names for num_classes=3"),
+        ("classnames.txt", "a\nb\nc\nd\n", r"classnames\.txt: 4 class names .*line 4 is 'd'"),
+        ("classnames.txt", "a\n\nb\nc\n", r"classnames\.txt:2: empty line"),
+        ("test.csv", "a.mp4 0\nb.mp4 1\nc.mp4 9\n", r"test\.csv:3: label 9 is out of range \[0, 3\)"),
+        ("val.csv", "a.mp4 0\nb.mp4\t1\n", r"val\.csv:2: .*tab-separated"),
+    ],
+)
 def test_check_files_validates_every_split_and_the_class_names(tmp_path, bad_file, content, match):
     """Found before the first step (train.py calls check_files before it builds the model), not after an epoch."""
     for split in ("train", "val", "test"):
@@ -223,10 +257,20 @@ def test_unreadable_videos_are_counted_once_per_file_in_every_split(tmp_path, ti
     bad_val.write_bytes(b"truncated")
     bad_test.write_bytes(b"truncated")
     cfg = compose_cfg(
-        ["debug=tiny", "data.num_classes=4", f"data.root={root}", "data.synthetic=null", "data.num_workers=2",
-         "data.num_frames=4", "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=1.0",
-         "trainer.limit_test_batches=1.0"], tmp_path / "out", tmp_path / "data",
-    )  # fmt: skip
+        [
+            "debug=tiny",
+            "data.num_classes=4",
+            f"data.root={root}",
+            "data.synthetic=null",
+            "data.num_workers=2",
+            "data.num_frames=4",
+            "trainer.limit_train_batches=1.0",
+            "trainer.limit_val_batches=1.0",
+            "trainer.limit_test_batches=1.0",
+        ],
+        tmp_path / "out",
+        tmp_path / "data",
+    )
     with caplog.at_level(logging.WARNING):
         metrics = run(cfg)
     assert metrics["train/skipped_videos"] == 8

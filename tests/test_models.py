@@ -56,8 +56,7 @@ def _forward_backward(model, x):
 
 
 @pytest.mark.parametrize(
-    ("name", "shape"),
-    [("mvitv2_tiny", (2, 3, 8, 64, 64)), ("mvitv2_s_16x4", (1, 3, 4, 64, 64)), ("mvitv2_t", (2, 3, 64, 64))],
+    ("name", "shape"), [("mvitv2_tiny", (2, 3, 8, 64, 64)), ("mvitv2_s_16x4", (1, 3, 4, 64, 64)), ("mvitv2_t", (2, 3, 64, 64))]
 )
 def test_forward_backward_every_param_gets_grad(name, shape):
     model = build_model(name, num_classes=7, drop_path_rate=0.1)
@@ -85,9 +84,13 @@ def test_grad_checkpointing_identical():
 
 @pytest.mark.parametrize(
     ("kernel", "stride", "size"),
-    [((3, 3, 3), (1, 1, 1), (5, 9, 11)), ((3, 3, 3), (1, 2, 2), (5, 9, 11)), ((3, 3, 3), (2, 4, 3), (5, 9, 11)),
-     ((1, 3, 3), (1, 8, 8), (1, 16, 17))],
-)  # fmt: skip
+    [
+        ((3, 3, 3), (1, 1, 1), (5, 9, 11)),
+        ((3, 3, 3), (1, 2, 2), (5, 9, 11)),
+        ((3, 3, 3), (2, 4, 3), (5, 9, 11)),
+        ((1, 3, 3), (1, 8, 8), (1, 16, 17)),
+    ],
+)
 def test_pooling_conv_gradients_equal_autograd(kernel, stride, size):
     """The CPU pooling conv's own backward (input gradient as a conv of the spread gradient) is exact."""
     import torch.nn.functional as F
@@ -158,13 +161,14 @@ def bf16_pooling_conv_errors() -> dict[str, dict[str, float]]:
     for i, which in enumerate(("x", "w")):
         err = {k: (g[i].double() - ref[i]).abs() for k, g in grads.items()}
         stats[which] = {
-            "ours_max_err": err["ours"].max().item(), "autograd_max_err": err["autograd"].max().item(),
+            "ours_max_err": err["ours"].max().item(),
+            "autograd_max_err": err["autograd"].max().item(),
             "ours_over_bound": (err["ours"] / bounds[i]).max().item(),
             "autograd_over_bound": (err["autograd"] / bounds[i]).max().item(),
             "excess_over_bound": ((err["ours"] - err["autograd"]) / bounds[i]).max().item(),
             "ours_rel_fro": (err["ours"].norm() / ref[i].norm()).item(),
             "autograd_rel_fro": (err["autograd"].norm() / ref[i].norm()).item(),
-        }  # fmt: skip
+        }
     return stats
 
 
@@ -205,7 +209,7 @@ def test_pooling_conv_bf16_backward_on_the_avx2_kernels():
     code = "import json; from tests.test_models import check_bf16_pooling_conv_backward as c; print(json.dumps(c()))"
     res = subprocess.run(
         [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True
-    )  # fmt: skip
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert set(json.loads(res.stdout.splitlines()[-1])) == {"x", "w"}
 
@@ -242,9 +246,13 @@ def test_reset_classifier_and_no_weight_decay():
 
 @pytest.mark.parametrize(
     ("shape", "match"),
-    [((3, 8, 64, 64), "expected a video batch"), ((1, 3, 1, 64, 64), "at least 2 frames"),
-     ((1, 1, 8, 64, 64), "expected 3 channels"), ((1, 3, 8, 16, 16), ">= 32")],
-)  # fmt: skip
+    [
+        ((3, 8, 64, 64), "expected a video batch"),
+        ((1, 3, 1, 64, 64), "at least 2 frames"),
+        ((1, 1, 8, 64, 64), "expected 3 channels"),
+        ((1, 3, 8, 16, 16), ">= 32"),
+    ],
+)
 def test_bad_input_names_shape(shape, match):
     model = build_model("mvitv2_tiny")
     with pytest.raises(ValueError, match=match) as err:

@@ -70,9 +70,8 @@ def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Comple
         if args[0] == "python":
             args = [sys.executable, *args[1:]]
         res = subprocess.run(
-            args, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=TIMEOUT,
-            check=False,
-        )  # fmt: skip
+            args, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=TIMEOUT, check=False
+        )
     assert res.returncode == 0, f"{shlex.join(args)}\nexit {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
     return res
 
@@ -226,8 +225,7 @@ def run_own_dataset(tokens, request, tmp):
 
 def _kinetics_places(request) -> dict[str, str]:
     root = str(_fix(request, "tiny_kinetics"))
-    return {"/data/kinetics400": root, "/data/kinetics600": root, "/data/kinetics700": root, "DIR": root,
-            "K": str(NUM_CLASSES)}  # fmt: skip
+    return {"/data/kinetics400": root, "/data/kinetics600": root, "/data/kinetics700": root, "DIR": root, "K": str(NUM_CLASSES)}
 
 
 def run_train_kinetics(tokens, request, tmp):
@@ -374,8 +372,10 @@ def run_slurm(tokens, request, tmp):
 
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the slurm extra is not installed")
     names = _function_names(ROOT / "tests" / "test_slurm.py")
-    assert {"test_two_nodes_train_as_one_process_with_the_same_global_batch",
-            "test_a_two_point_sweep_submits_two_jobs_and_finds_both_results"} <= names  # fmt: skip
+    assert {
+        "test_two_nodes_train_as_one_process_with_the_same_global_batch",
+        "test_a_two_point_sweep_submits_two_jobs_and_finds_both_results",
+    } <= names
     overrides = [t.split(",")[0] for t in tokens[2:] if t != "-m"]
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -412,7 +412,7 @@ def run_signal(tokens, request, tmp):
     if tokens[0] == "scancel":
         assert "test_preemption_signal_requeues_and_resumes_to_the_same_result" in _function_names(
             ROOT / "tests" / "test_slurm.py"
-        )  # fmt: skip
+        )
 
 
 def run_make_target(tokens, request, tmp):
@@ -442,17 +442,28 @@ def run_recipe_diff(tokens, request, tmp):
 def run_make_synthetic(tokens, request, tmp):
     """A synthetic Kinetics-format set, small: 2 classes, 1 video per class and split."""
     out = tmp / "synthetic"
-    cmd = [*tokens[:2], str(out), *tokens[3:], "--num-classes", "2", "--train-per-class", "1", "--val-per-class", "1",
-           "--test-per-class", "1", "--workers", "1"]  # fmt: skip
+    cmd = [
+        *tokens[:2],
+        str(out),
+        *tokens[3:],
+        "--num-classes",
+        "2",
+        "--train-per-class",
+        "1",
+        "--val-per-class",
+        "1",
+        "--test-per-class",
+        "1",
+        "--workers",
+        "1",
+    ]
     run(cmd)
     assert (out / "train.csv").is_file()
 
 
 def run_python_block(code, request, tmp):
     """A ```python block, as written, with its placeholder files replaced by fixtures."""
-    places = {
-        '"last.ckpt"': repr(str(_fix(request, "cls_ckpt"))), '"clip.mp4"': repr(str(_fix(request, "clip"))),
-    }  # fmt: skip
+    places = {'"last.ckpt"': repr(str(_fix(request, "cls_ckpt"))), '"clip.mp4"': repr(str(_fix(request, "clip")))}
     if ".pyth" in code:  # the checkpoints block: `model` (from the block above) and a SlowFast file for it
         from mvit_video.models import build_model
 

@@ -23,16 +23,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = SyntheticSpec(train_per_class=6, val_per_class=1, test_per_class=1, min_seconds=1.0, max_seconds=1.5)
 STEPS_PER_EPOCH = 6  # 48 training videos / global batch 8
 COMMON = [
-    "experiment=demo", "debug=tiny", "trainer.max_epochs=3", "trainer.limit_train_batches=1.0",
-    "trainer.limit_val_batches=1.0", "data.synthetic.train_per_class=6", "test=false",
+    "experiment=demo",
+    "debug=tiny",
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=1.0",
+    "trainer.limit_val_batches=1.0",
+    "data.synthetic.train_per_class=6",
+    "test=false",
     # debug=tiny's model has no dropout / drop path: their masks are drawn per process, so 2 x 4 clips could not
     # draw the masks 8 clips do.
-]  # fmt: skip
+]
 TWO_NODES = [
-    "hydra/launcher=slurm", "trainer.num_nodes=2", "trainer.devices=1", "trainer.strategy=ddp", "data.batch_size=4",
-    "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=15",
+    "hydra/launcher=slurm",
+    "trainer.num_nodes=2",
+    "trainer.devices=1",
+    "trainer.strategy=ddp",
+    "data.batch_size=4",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.timeout_min=15",
     "hydra.launcher.setup=['export MASTER_ADDR=127.0.0.1']",  # both "nodes" are this host
-]  # fmt: skip
+]
 JOB_TIMEOUT = 600
 
 
@@ -82,8 +93,12 @@ def test_two_nodes_train_as_one_process_with_the_same_global_batch(cluster, two_
     logs = _logs(two_node_run)
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs  # both ranks ran
     single = tmp_path / "single"
-    _train({k: v for k, v in env.items() if not k.startswith("SLURM_")}, data,
-           ["data.batch_size=8", f"hydra.run.dir={single}"], multirun=False)  # fmt: skip
+    _train(
+        {k: v for k, v in env.items() if not k.startswith("SLURM_")},
+        data,
+        ["data.batch_size=8", f"hydra.run.dir={single}"],
+        multirun=False,
+    )
     two, one = _losses(two_node_run / "0"), _losses(single)
     assert len(one) == 3 * STEPS_PER_EPOCH and sorted(two) == sorted(one)
     # Same samples, augmentations and dropout per step; only the order of float reductions differs (DDP averages
@@ -134,8 +149,9 @@ def test_preemption_signal_requeues_and_resumes_to_the_same_result(cluster, two_
 def test_a_two_point_sweep_submits_two_jobs_and_finds_both_results(cluster, tmp_path):
     env, data = cluster
     sweep = tmp_path / "sweep"
-    _train(env, data, [*TWO_NODES, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}", "task.optimizer.lr=1e-4,5e-4"],
-           multirun=True)  # fmt: skip
+    _train(
+        env, data, [*TWO_NODES, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}", "task.optimizer.lr=1e-4,5e-4"], multirun=True
+    )
     jobs = {p.parent.name for p in sweep.glob(".submitit/*/*_0_log.out")}
     assert len(jobs) == 2, jobs  # one Slurm job per sweep point (a job array: 1_0, 1_1)
     for point, lr in (("0", "0.0001"), ("1", "0.0005")):

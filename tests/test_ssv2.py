@@ -19,9 +19,15 @@ def tiny_ssv2(tmp_path_factory):
 
 def _dm(root, **kw):
     args = dict(
-        num_classes=8, num_frames=6, crop_size=32, train_jitter_scales=(40, 48), batch_size=4, num_workers=0,
-        mean=(0.45,) * 3, std=(0.225,) * 3,
-    )  # fmt: skip
+        num_classes=8,
+        num_frames=6,
+        crop_size=32,
+        train_jitter_scales=(40, 48),
+        batch_size=4,
+        num_workers=0,
+        mean=(0.45,) * 3,
+        std=(0.225,) * 3,
+    )
     args.update(kw)
     return SSv2DataModule(str(root), **args)
 

@@ -24,10 +24,18 @@ SIGNAL_AFTER = 5  # global step at which the test sends its signal: the checkpoi
 def _overrides(data_root: Path, tmp: Path, workers: int = 0) -> list[str]:
     # debug=tiny: the tiny model at crop 32 on CPU, batch 4, metrics logged every step
     return [
-        "debug=tiny", f"data.root={data_root}", f"paths.data_dir={tmp / 'data'}", "data.num_classes=4",
-        f"data.num_workers={workers}", "data.test_num_clips=1", "data.test_num_crops=1", "model.drop_path_rate=0.1",
-        f"trainer.max_epochs={EPOCHS}", "trainer.limit_train_batches=null", "test=false",
-    ]  # fmt: skip
+        "debug=tiny",
+        f"data.root={data_root}",
+        f"paths.data_dir={tmp / 'data'}",
+        "data.num_classes=4",
+        f"data.num_workers={workers}",
+        "data.test_num_clips=1",
+        "data.test_num_crops=1",
+        "model.drop_path_rate=0.1",
+        f"trainer.max_epochs={EPOCHS}",
+        "trainer.limit_train_batches=null",
+        "test=false",
+    ]
 
 
 def _train(args: list[str], run_dir: Path, **popen) -> subprocess.Popen:
@@ -68,12 +76,14 @@ def uninterrupted(tiny_kinetics, tmp_path_factory):
     return get
 
 
-def _stop_and_resume(uninterrupted, tiny_kinetics: Path, tmp_path: Path, signum: int, workers: int,
-                     group: bool) -> None:  # fmt: skip
+def _stop_and_resume(uninterrupted, tiny_kinetics: Path, tmp_path: Path, signum: int, workers: int, group: bool) -> None:
     plain_dir = uninterrupted(workers)
     run_dir, marker = tmp_path / "run", tmp_path / "marker"
-    waiter = ["+callbacks.wait._target_=tests.helpers.WaitForSignalAtStep", f"+callbacks.wait.step={SIGNAL_AFTER}",
-              f"+callbacks.wait.marker={marker}"]  # fmt: skip
+    waiter = [
+        "+callbacks.wait._target_=tests.helpers.WaitForSignalAtStep",
+        f"+callbacks.wait.step={SIGNAL_AFTER}",
+        f"+callbacks.wait.marker={marker}",
+    ]
     proc = _train([*_overrides(tiny_kinetics, tmp_path, workers), *waiter], run_dir, start_new_session=True)
     deadline = time.monotonic() + 300
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -83,9 +83,18 @@ def test_multiview_accuracy_sums_softmax_over_views():
 # 3 videos x 3 views. Video 0 (label 2): view 0 leans to class 1, views 1 and 2 to class 2; summed once each, class 2
 # wins, but with view 0 counted twice class 1 does. Videos 1 and 2 are plainly right.
 VIEW_LOGITS = torch.tensor(
-    [[0.0, 4.0, 0.0], [0.0, 0.0, 1.5], [0.0, 0.0, 1.5], [5.0, 0, 0], [5.0, 0, 0], [5.0, 0, 0], [0, 5.0, 0], [0, 5.0, 0],
-     [0, 5.0, 0]]
-)  # fmt: skip
+    [
+        [0.0, 4.0, 0.0],
+        [0.0, 0.0, 1.5],
+        [0.0, 0.0, 1.5],
+        [5.0, 0, 0],
+        [5.0, 0, 0],
+        [5.0, 0, 0],
+        [0, 5.0, 0],
+        [0, 5.0, 0],
+        [0, 5.0, 0],
+    ]
+)
 VIEW_LABELS = torch.tensor([2, 2, 2, 0, 0, 0, 1, 1, 1])
 
 

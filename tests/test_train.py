@@ -10,16 +10,21 @@ from .helpers import compose_cfg
 
 # debug=tiny's model and trainer, all batches of the 16/8/8-video dataset
 BASE = [
-    "debug=tiny", "trainer.limit_train_batches=null", "trainer.limit_val_batches=null", "trainer.limit_test_batches=null",
-    "data.num_classes=4", "data.crop_size=48", "data.train_jitter_scales=[48,60]", "data.test_short_side=48",
-    "data.test_num_clips=2", "data.test_num_crops=1",
-]  # fmt: skip
+    "debug=tiny",
+    "trainer.limit_train_batches=null",
+    "trainer.limit_val_batches=null",
+    "trainer.limit_test_batches=null",
+    "data.num_classes=4",
+    "data.crop_size=48",
+    "data.train_jitter_scales=[48,60]",
+    "data.test_short_side=48",
+    "data.test_num_clips=2",
+    "data.test_num_crops=1",
+]
 
 
 def _cfg(tmp_path, data_root, extra):
-    return compose_cfg(
-        [*BASE, f"data.root={data_root}", "data.synthetic=null", *extra], tmp_path / "out", tmp_path / "data"
-    )
+    return compose_cfg([*BASE, f"data.root={data_root}", "data.synthetic=null", *extra], tmp_path / "out", tmp_path / "data")
 
 
 def test_one_epoch_train_val_test(tmp_path, tiny_kinetics, capsys):
@@ -46,9 +51,8 @@ def test_resume_continues_at_saved_step(tmp_path, tiny_kinetics):
     saved = torch.load(last, map_location="cpu", weights_only=True)
     assert saved["global_step"] == 2
     second = _cfg(
-        tmp_path, tiny_kinetics,
-        ["trainer.max_epochs=2", "trainer.limit_train_batches=2", "test=false", "ckpt_path=last"],
-    )  # fmt: skip
+        tmp_path, tiny_kinetics, ["trainer.max_epochs=2", "trainer.limit_train_batches=2", "test=false", "ckpt_path=last"]
+    )
     run(second)
     resumed = torch.load(last, map_location="cpu", weights_only=True)
     assert resumed["global_step"] == 4 and resumed["epoch"] == 1
@@ -86,12 +90,20 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, t
     weights and optimizer state equal an uninterrupted run's (same samples, augmentations, dropout)."""
     import pytest
 
-    common = ["trainer.max_epochs=2", "test=false", "data.train_jitter_scales=[48,64]", "model.drop_path_rate=0.1",
-              "trainer.log_every_n_steps=1"]  # fmt: skip
+    common = [
+        "trainer.max_epochs=2",
+        "test=false",
+        "data.train_jitter_scales=[48,64]",
+        "model.drop_path_rate=0.1",
+        "trainer.log_every_n_steps=1",
+    ]
     run(_cfg(tmp_path / "plain", tiny_kinetics, common))
 
-    preempted = _cfg(tmp_path / "pre", tiny_kinetics, [*common, "+callbacks.signal._target_=tests.helpers.SignalAtStep",
-                                                       "+callbacks.signal.step=2"])  # fmt: skip
+    preempted = _cfg(
+        tmp_path / "pre",
+        tiny_kinetics,
+        [*common, "+callbacks.signal._target_=tests.helpers.SignalAtStep", "+callbacks.signal.step=2"],
+    )
     with pytest.raises(SystemExit) as stop:
         run(preempted)
     assert stop.value.code == 128 + 12  # 128 + SIGUSR2
@@ -108,8 +120,11 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, t
 
     # A crash (an exception in the step after step 5, past forward and backward) loses nothing either: crash.ckpt
     # holds the state after step 5, the error reaches the caller, and resuming from it ends where the plain run did.
-    crashing = _cfg(tmp_path / "crash", tiny_kinetics, [*common, "+callbacks.fail._target_=tests.helpers.FailAtStep",
-                                                        "+callbacks.fail.step=5"])  # fmt: skip
+    crashing = _cfg(
+        tmp_path / "crash",
+        tiny_kinetics,
+        [*common, "+callbacks.fail._target_=tests.helpers.FailAtStep", "+callbacks.fail.step=5"],
+    )
     with pytest.raises(RuntimeError, match="injected failure at step 5"):
         run(crashing)
     crash = tmp_path / "crash" / "out" / "checkpoints" / "crash.ckpt"
@@ -126,8 +141,17 @@ def test_resume_last_without_checkpoint_fails_with_a_hint(tmp_path, tiny_kinetic
     earlier = tmp_path / "logs" / "train" / "runs" / "2026-01-01_00-00-00" / "checkpoints"
     earlier.mkdir(parents=True)
     (earlier / "last.ckpt").write_bytes(b"")
-    cfg = _cfg(tmp_path, tiny_kinetics, ["ckpt_path=last", f"paths.log_dir={tmp_path / 'logs'}", "trainer.max_epochs=1",
-                                         "trainer.limit_train_batches=1", "test=false"])  # fmt: skip
+    cfg = _cfg(
+        tmp_path,
+        tiny_kinetics,
+        [
+            "ckpt_path=last",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=1",
+            "test=false",
+        ],
+    )
     with pytest.raises(FileNotFoundError) as err:
         run(cfg)
     message = str(err.value)
@@ -142,8 +166,11 @@ def test_slurm_requeue_without_checkpoint_starts_fresh_with_a_warning(tmp_path, 
     import logging
 
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    cfg = _cfg(tmp_path, tiny_kinetics, ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "test=false",
-                                         "trainer.limit_val_batches=1"])  # fmt: skip
+    cfg = _cfg(
+        tmp_path,
+        tiny_kinetics,
+        ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "test=false", "trainer.limit_val_batches=1"],
+    )
     with caplog.at_level(logging.WARNING, logger="mvit_video.train"):
         run(cfg)
     assert "SLURM restart 1: no" in caplog.text and "starting from scratch" in caplog.text
@@ -154,11 +181,28 @@ def test_resume_from_end_of_epoch_checkpoint_with_workers_is_exact(tmp_path, tin
     """The end-of-epoch last.ckpt (what `ckpt_path=last` finds after a stop in the next epoch) resumes at the next
     epoch's first batch, with DataLoader workers too (they draw indices before Lightning sets the epoch): the final
     weights equal an uninterrupted run's. Before the fix, the resumed epoch ran 0 batches (global step 4, not 8)."""
-    common = ["trainer.max_epochs=2", "test=false", "data.num_workers=2", "data.crop_size=32",
-              "data.train_jitter_scales=[32,40]", "data.test_short_side=32", "data.test_num_clips=1"]  # fmt: skip
+    common = [
+        "trainer.max_epochs=2",
+        "test=false",
+        "data.num_workers=2",
+        "data.crop_size=32",
+        "data.train_jitter_scales=[32,40]",
+        "data.test_short_side=32",
+        "data.test_num_clips=1",
+    ]
     copy = tmp_path / "resumed" / "out" / "checkpoints" / "last.ckpt"
-    run(_cfg(tmp_path / "plain", tiny_kinetics, [*common, "+callbacks.copy._target_=tests.helpers.CopyLastAtEpochStart",
-                                                 "+callbacks.copy.epoch=1", f"+callbacks.copy.dest={copy}"]))  # fmt: skip
+    run(
+        _cfg(
+            tmp_path / "plain",
+            tiny_kinetics,
+            [
+                *common,
+                "+callbacks.copy._target_=tests.helpers.CopyLastAtEpochStart",
+                "+callbacks.copy.epoch=1",
+                f"+callbacks.copy.dest={copy}",
+            ],
+        )
+    )
     saved = torch.load(copy, map_location="cpu", weights_only=True)  # the end of epoch 0
 
     run(_cfg(tmp_path / "resumed", tiny_kinetics, [*common, "ckpt_path=last"]))
@@ -178,8 +222,12 @@ def test_paths_are_under_the_repository_from_any_working_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MVIT_ROOT", "MVIT_DATA")}
     res = subprocess.run(
         [sys.executable, str(root / "train.py"), "--cfg", "job", "--resolve", "--package", "paths"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"root_dir: {root}\n" in res.stdout and f"log_dir: {root}/logs\n" in res.stdout, res.stdout
     assert f"data_dir: {root}/data\n" in res.stdout, res.stdout

@@ -206,10 +206,20 @@ def test_a_kinetics_dataset_of_the_zoo_trains_and_counts_its_bad_files(tmp_path,
         (root / f"{split}.csv").write_text("\n".join(rows.values()) + "\n")
     (root / "classnames.txt").write_text("air drumming\nplaying ice hockey\n")
     cfg = compose_cfg(
-        ["debug=tiny", "data=kinetics", f"data.root={root}", "data.num_classes=2", "data.num_frames=4",
-         "data.test_num_clips=1", "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=1.0",
-         "trainer.limit_test_batches=1.0"], tmp_path / "out", tmp_path / "data",
-    )  # fmt: skip
+        [
+            "debug=tiny",
+            "data=kinetics",
+            f"data.root={root}",
+            "data.num_classes=2",
+            "data.num_frames=4",
+            "data.test_num_clips=1",
+            "trainer.limit_train_batches=1.0",
+            "trainer.limit_val_batches=1.0",
+            "trainer.limit_test_batches=1.0",
+        ],
+        tmp_path / "out",
+        tmp_path / "data",
+    )
     metrics = run(cfg)
     assert metrics["train/skipped_videos"] == 0
     for split in ("val", "test"):

@@ -41,26 +41,54 @@ H264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "veryfast")  # B-fr
 VALID = (
     ZooFile("h264.mp4", H264, encoder="libx264"),
     ZooFile("h264_faststart.mp4", (*H264, "-movflags", "+faststart"), encoder="libx264"),  # moov at the front
-    ZooFile("hevc.mp4", ("-c:v", "libx265", "-pix_fmt", "yuv420p", "-preset", "ultrafast", "-x265-params",
-                         "log-level=none", "-tag:v", "hvc1"), encoder="libx265"),  # fmt: skip
-    ZooFile("vp9.webm", ("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k"),
-            encoder="libvpx-vp9"),  # fmt: skip
+    ZooFile(
+        "hevc.mp4",
+        ("-c:v", "libx265", "-pix_fmt", "yuv420p", "-preset", "ultrafast", "-x265-params", "log-level=none", "-tag:v", "hvc1"),
+        encoder="libx265",
+    ),
+    ZooFile("vp9.webm", ("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k"), encoder="libvpx-vp9"),
     ZooFile("av1.mkv", ("-c:v", "libsvtav1", "-preset", "12", "-pix_fmt", "yuv420p"), encoder="libsvtav1"),
     ZooFile("mpeg4.avi", ("-c:v", "mpeg4", "-q:v", "3", "-bf", "2"), encoder="mpeg4"),  # DivX-style, B-frames
     ZooFile("mjpeg.avi", ("-c:v", "mjpeg", "-pix_fmt", "yuvj422p", "-q:v", "3"), encoder="mjpeg"),
-    ZooFile("h264_10bit.mp4", ("-c:v", "libx264", "-pix_fmt", "yuv420p10le", "-preset", "ultrafast"),
-            encoder="libx264", exact_rgb=False),  # fmt: skip
+    ZooFile(
+        "h264_10bit.mp4",
+        ("-c:v", "libx264", "-pix_fmt", "yuv420p10le", "-preset", "ultrafast"),
+        encoder="libx264",
+        exact_rgb=False,
+    ),
     ZooFile("rotate90.mp4", H264, rotation=90, encoder="libx264"),  # a phone held upright
     ZooFile("rotate270.mp4", H264, rotation=270, encoder="libx264"),
     ZooFile("rotate180.mp4", H264, rotation=180, encoder="libx264"),
     # Variable frame rate: every 3rd frame, then all of frames 30-60, with their original timestamps.
-    ZooFile("vfr.mp4", ("-vf", r"select='not(mod(n\,3))+between(n\,30\,60)',setpts=PTS", "-fps_mode", "vfr", *H264),
-            seconds=3.0, encoder="libx264"),  # fmt: skip
+    ZooFile(
+        "vfr.mp4",
+        ("-vf", r"select='not(mod(n\,3))+between(n\,30\,60)',setpts=PTS", "-fps_mode", "vfr", *H264),
+        seconds=3.0,
+        encoder="libx264",
+    ),
     ZooFile("start_offset.mp4", (*H264, "-output_ts_offset", "5"), encoder="libx264"),  # first frame at 5 s
     # One keyframe over 22 s: seeking anywhere means decoding from the start.
-    ZooFile("long_gop.mp4", ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "ultrafast", "-g", "100000",
-                             "-keyint_min", "100000", "-sc_threshold", "0"), size="64x48", fps=5, seconds=22.0,
-            encoder="libx264"),  # fmt: skip
+    ZooFile(
+        "long_gop.mp4",
+        (
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "100000",
+            "-keyint_min",
+            "100000",
+            "-sc_threshold",
+            "0",
+        ),
+        size="64x48",
+        fps=5,
+        seconds=22.0,
+        encoder="libx264",
+    ),
     ZooFile("h264_long_audio.mkv", H264, audio_seconds=2.5, encoder="libx264"),  # Matroska: no stream duration
     ZooFile("café clip 1.mp4", H264, encoder="libx264"),  # spaces and non-ASCII in the name
     ZooFile("narrow_72x48.mp4", H264, size="72x48", encoder="libx264"),  # decord 0.6 reads it as 4 channels
@@ -89,18 +117,48 @@ def ffmpeg_frames(path: Path) -> torch.Tensor:
     """Every frame as the ffmpeg CLI shows it (display rotation applied, no frame dropped or duplicated):
     ``(N, C, H, W)`` uint8 RGB, an independent reference for our decoders."""
     probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height:stream_side_data",
-         "-of", "json", str(path)], capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height:stream_side_data",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     stream = json.loads(probe.stdout)["streams"][0]
     w, h = stream["width"], stream["height"]
     rotation = next((int(d.get("rotation", 0)) for d in stream.get("side_data_list", [])), 0)
     if rotation % 180:
         w, h = h, w
     raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough",
-         "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-nostdin",
+            "-i",
+            str(path),
+            "-map",
+            "0:v:0",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     frames = np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)  # (N, H, W, 3)
     return torch.from_numpy(frames.copy()).permute(0, 3, 1, 2)  # (N, C, H, W)
 

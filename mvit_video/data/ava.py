@@ -207,9 +207,14 @@ class AVADataModule(VideoDataModule):
         self.box_files = {"train": [tuple(b) for b in train_boxes], "val": [tuple(b) for b in val_boxes]}
         self.val_groundtruth, self.exclusions, self.labelmap = val_groundtruth, exclusions, labelmap
         self.kw = dict(
-            num_frames=num_frames, sampling_rate=sampling_rate, crop_size=crop_size, jitter_scales=tuple(jitter_scales),
-            mean=mean, std=std, seconds=tuple(seconds),
-        )  # fmt: skip
+            num_frames=num_frames,
+            sampling_rate=sampling_rate,
+            crop_size=crop_size,
+            jitter_scales=tuple(jitter_scales),
+            mean=mean,
+            std=std,
+            seconds=tuple(seconds),
+        )
 
     def write_synthetic(self, spec: dict[str, Any]) -> None:
         from .synthetic_ava import SyntheticAVASpec, make_synthetic_ava
@@ -232,16 +237,25 @@ class AVADataModule(VideoDataModule):
     def metadata(self) -> dict[str, Any]:
         """Preprocessing a trained detector needs, stored in its checkpoints (``action_names``: the label map)."""
         return {
-            "num_frames": self.kw["num_frames"], "sampling_rate": self.kw["sampling_rate"], "target_fps": FPS,
-            "crop_size": self.kw["crop_size"], "mean": list(self.kw["mean"]), "std": list(self.kw["std"]),
+            "num_frames": self.kw["num_frames"],
+            "sampling_rate": self.kw["sampling_rate"],
+            "target_fps": FPS,
+            "crop_size": self.kw["crop_size"],
+            "mean": list(self.kw["mean"]),
+            "std": list(self.kw["std"]),
             "action_names": dict(self.class_names),
-        }  # fmt: skip
+        }
 
     def make_dataset(self, split: str) -> AVADataset:
         if split == "train":
             return AVADataset(self.root, "train", self.box_files["train"], self.num_classes, **self.kw)
         # val and test: the person detector's proposals to classify, ground truth returned beside them.
         return AVADataset(
-            self.root, "val", self.box_files["val"], self.num_classes, exclusions=self.exclusions,
-            gt_file=self.val_groundtruth, **self.kw,
-        )  # fmt: skip
+            self.root,
+            "val",
+            self.box_files["val"],
+            self.num_classes,
+            exclusions=self.exclusions,
+            gt_file=self.val_groundtruth,
+            **self.kw,
+        )

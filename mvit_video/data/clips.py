@@ -104,10 +104,7 @@ class ClipDataset(SeededDataset):
 
     @staticmethod
     def _sample(video: torch.Tensor, label: int, video_idx: int, view: int, unreadable: list[str], valid: bool) -> dict[str, Any]:
-        return {
-            "video": video, "label": label, "video_index": video_idx, "view": view, "valid": valid,
-            "unreadable": unreadable,
-        }  # fmt: skip
+        return {"video": video, "label": label, "video_index": video_idx, "view": view, "valid": valid, "unreadable": unreadable}
 
     def blank_clip(self) -> torch.Tensor:
         """Zeros shaped like a val/test clip ``(C, T, crop, crop)``, in the place of an unreadable video."""
@@ -175,10 +172,16 @@ class ClipDataModule(VideoDataModule):
         self.mean, self.std = list(mean), list(std)
         self.test_short_side = test_short_side or train_jitter_scales[0]
         self.tf_kwargs = dict(
-            crop_size=crop_size, jitter_scales=tuple(train_jitter_scales), test_short_side=self.test_short_side,
-            mean=mean, std=std, rand_augment=rand_augment, erase_prob=erase_prob,
-            inverse_uniform_jitter=inverse_uniform_jitter, random_resized_crop=random_resized_crop,
-        )  # fmt: skip
+            crop_size=crop_size,
+            jitter_scales=tuple(train_jitter_scales),
+            test_short_side=self.test_short_side,
+            mean=mean,
+            std=std,
+            rand_augment=rand_augment,
+            erase_prob=erase_prob,
+            inverse_uniform_jitter=inverse_uniform_jitter,
+            random_resized_crop=random_resized_crop,
+        )
         self.flip = flip
         self.num_samples = num_samples
         self.test_num_clips, self.test_num_crops = test_num_clips, test_num_crops
@@ -201,9 +204,17 @@ class ClipDataModule(VideoDataModule):
         mode = "test" if split.startswith("test") else split
         tf = ClipTransform(mode, flip=self.flip and mode != "test", **self.tf_kwargs)
         return ClipDataset(
-            self.read_items(mode), self.frame_loader(mode), tf, self.num_frames, mode, self.test_num_clips,
-            self.test_num_crops, self.max_retries, time_shuffle=split == TIME_SHUFFLED, num_samples=self.num_samples,
-        )  # fmt: skip
+            self.read_items(mode),
+            self.frame_loader(mode),
+            tf,
+            self.num_frames,
+            mode,
+            self.test_num_clips,
+            self.test_num_crops,
+            self.max_retries,
+            time_shuffle=split == TIME_SHUFFLED,
+            num_samples=self.num_samples,
+        )
 
     def test_dataloader(self) -> DataLoader | list[DataLoader]:
         if self.time_shuffle_control:
@@ -213,9 +224,14 @@ class ClipDataModule(VideoDataModule):
     def metadata(self) -> dict[str, Any]:
         """Preprocessing a trained model needs, stored in its checkpoints (``class_names``: in label order)."""
         return {
-            "num_frames": self.num_frames, "sampling_rate": self.sampling_rate, "target_fps": self.target_fps,
-            "crop_size": self.crop_size, "mean": self.mean, "std": self.std,
+            "num_frames": self.num_frames,
+            "sampling_rate": self.sampling_rate,
+            "target_fps": self.target_fps,
+            "crop_size": self.crop_size,
+            "mean": self.mean,
+            "std": self.std,
             "class_names": list(self.class_names.values()),
-            "test_num_clips": self.test_num_clips, "test_num_crops": self.test_num_crops,
+            "test_num_clips": self.test_num_clips,
+            "test_num_crops": self.test_num_crops,
             "test_short_side": self.test_short_side,
-        }  # fmt: skip
+        }

@@ -65,9 +65,7 @@ def check_decoder(decoder: str) -> str:
                 import decord  # noqa: F401
         except (ImportError, RuntimeError, OSError) as e:
             hint = " and FFmpeg 4-7's shared libraries" if decoder == "torchcodec" else ""
-            raise ImportError(
-                f"decoder={decoder!r} needs {decoder}{hint}: pip install 'mvit_video[decoders]' ({e})"
-            ) from e
+            raise ImportError(f"decoder={decoder!r} needs {decoder}{hint}: pip install 'mvit_video[decoders]' ({e})") from e
     return decoder
 
 

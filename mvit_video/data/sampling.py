@@ -104,8 +104,15 @@ def gather_lists(items: list) -> list:
     return [item for part in parts for item in part or ()]
 
 
-def make_loader(dataset, train: bool, batch_size: int, num_workers: int, collate_fn, seed: int | None = None,
-                resume: tuple[int, int] | None = None):  # fmt: skip
+def make_loader(
+    dataset,
+    train: bool,
+    batch_size: int,
+    num_workers: int,
+    collate_fn,
+    seed: int | None = None,
+    resume: tuple[int, int] | None = None,
+):
     """The DataLoader of a split, with its sampler made here rather than by Lightning (the trainer runs with
     ``use_distributed_sampler=False``): training gets a ``ResumableSampler`` over this rank's share (``resume``:
     (epoch, batches) already done), evaluation a non-shuffling ``DistributedSampler`` when there are several
@@ -121,11 +128,17 @@ def make_loader(dataset, train: bool, batch_size: int, num_workers: int, collate
     else:
         sampler = DistributedSampler(dataset, replicas, rank, shuffle=False) if replicas > 1 else None
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,
-        drop_last=train, pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        drop_last=train,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
         generator=torch.Generator(),  # worker seeds drawn here, not from the global generator the model uses
         worker_init_fn=functools.partial(init_worker, rank=rank) if num_workers > 0 else None,
-    )  # fmt: skip
+    )
 
 
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR2")  # what callbacks.Preemption turns into a checkpoint and a stop

@@ -101,9 +101,15 @@ class SSv2DataModule(ClipDataModule):
         if source not in ("frames", "video"):
             raise ValueError(f"source must be 'frames' or 'video', got {source!r}")
         super().__init__(
-            root, num_classes, flip=flip, random_resized_crop=random_resized_crop, test_num_clips=test_num_clips,
-            test_num_crops=test_num_crops, inverse_uniform_jitter=inverse_uniform_jitter, **clip_options,
-        )  # fmt: skip
+            root,
+            num_classes,
+            flip=flip,
+            random_resized_crop=random_resized_crop,
+            test_num_clips=test_num_clips,
+            test_num_crops=test_num_crops,
+            inverse_uniform_jitter=inverse_uniform_jitter,
+            **clip_options,
+        )
         self.source, self.video_dir, self.frame_list_dir, self.frame_dir = source, video_dir, frame_list_dir, frame_dir
 
     def write_synthetic(self, spec: dict[str, Any]) -> None:

@@ -77,9 +77,7 @@ class ClipTransform:
         return int(torch.randint(lo, hi + 1, ()).item())
 
 
-def finish_clip(
-    video: torch.Tensor, mean: Sequence[float], std: Sequence[float], erase: Callable | None = None
-) -> torch.Tensor:
+def finish_clip(video: torch.Tensor, mean: Sequence[float], std: Sequence[float], erase: Callable | None = None) -> torch.Tensor:
     """The tail of every clip pipeline (classification and AVA): ``(T, C, H, W)`` uint8 -> /255, mean/std
     normalised, optionally erased (``erase`` works on ``(T, C, H, W)``), as ``(C, T, H, W)`` float (the model's
     layout)."""

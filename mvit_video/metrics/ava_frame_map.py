@@ -289,11 +289,7 @@ def frame_map(
 
 
 def evaluate_files(
-    labelmap: str | Path,
-    groundtruth: str | Path,
-    detections: str | Path,
-    exclusions: str | Path | None = None,
-    chance: int = 0,
+    labelmap: str | Path, groundtruth: str | Path, detections: str | Path, exclusions: str | Path | None = None, chance: int = 0
 ) -> dict:
     """The official CLI's computation on files: ``{"mAP": ..., "per_class": {name: AP or None},
     "classes_without_groundtruth": [names]}``.

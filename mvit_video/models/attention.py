@@ -36,12 +36,7 @@ def _rel_index(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
 
 
 def rel_pos_parts(
-    q: torch.Tensor,
-    q_thw: Grid,
-    k_thw: Grid,
-    rel_pos_h: torch.Tensor,
-    rel_pos_w: torch.Tensor,
-    rel_pos_t: torch.Tensor | None,
+    q: torch.Tensor, q_thw: Grid, k_thw: Grid, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, rel_pos_t: torch.Tensor | None
 ) -> list[torch.Tensor]:
     """The decomposed relative-position terms, one per axis: ``q (B, Nq, heads, C)`` (pooled, normalised,
     unscaled patch queries) -> ``[(B, Nq, heads, kh), (B, Nq, heads, kw)(, (B, Nq, heads, kt))]``. The bias of

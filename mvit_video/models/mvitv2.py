@@ -206,10 +206,21 @@ class MViTv2(nn.Module):
         for i, ((dim, dim_out, heads), (stride_q, stride_kv)) in enumerate(zip(cfg.block_dims, cfg.block_strides)):
             self.blocks.append(
                 MultiScaleBlock(
-                    dim, dim_out, heads, grid, stride_q, stride_kv, kernel, cfg.mlp_ratio, cfg.qkv_bias,
-                    dpr[i], self.has_cls, cfg.dim_mul_in_att, rel_pos_temporal=cfg.video,
+                    dim,
+                    dim_out,
+                    heads,
+                    grid,
+                    stride_q,
+                    stride_kv,
+                    kernel,
+                    cfg.mlp_ratio,
+                    cfg.qkv_bias,
+                    dpr[i],
+                    self.has_cls,
+                    cfg.dim_mul_in_att,
+                    rel_pos_temporal=cfg.video,
                 )
-            )  # fmt: skip
+            )
             grid = tuple(g // s for g, s in zip(grid, stride_q))  # floor-tracked, sizes the next tables
         self.norm = nn.LayerNorm(cfg.num_features, eps=1e-6)
         self.head = ClassifierHead(cfg.num_features, cfg.num_classes, cfg.head_dropout)

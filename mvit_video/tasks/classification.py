@@ -114,8 +114,13 @@ class VideoClassificationModule(L.LightningModule):
         names = gather_names(self.unreadable[prefix])
         self.unreadable[prefix] = set()
         if names and self.trainer.is_global_zero:
-            log.warning("%s: %d unreadable video(s), not %s: %s", prefix, len(names),
-                        "trained on (replaced)" if prefix == "train" else "scored", ", ".join(sorted(names)))  # fmt: skip
+            log.warning(
+                "%s: %d unreadable video(s), not %s: %s",
+                prefix,
+                len(names),
+                "trained on (replaced)" if prefix == "train" else "scored",
+                ", ".join(sorted(names)),
+            )
         return len(names)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -137,9 +142,13 @@ class VideoClassificationModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_optimizers(
-            self.net, self.optimizer_factory, self.scheduler_factory, self.trainer.max_epochs or 1,
-            self.trainer.estimated_stepping_batches, self.layer_decay,
-        )  # fmt: skip
+            self.net,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.trainer.max_epochs or 1,
+            self.trainer.estimated_stepping_batches,
+            self.layer_decay,
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["mvit_video"] = checkpoint_metadata(self.net, self.metadata)

@@ -128,6 +128,9 @@ class AVADetectionModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_optimizers(
-            self.net, self.optimizer_factory, self.scheduler_factory, self.trainer.max_epochs or 1,
+            self.net,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.trainer.max_epochs or 1,
             self.trainer.estimated_stepping_batches,
-        )  # fmt: skip
+        )
