@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import runpy
 import statistics
 import subprocess
@@ -28,77 +29,66 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("inference", "training", "data", "ava")
 
 
-def median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
+def median_time(fn, repeats: int, device: str, warmup: int = 1) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones (CUDA work included)."""
+    import torch
+
     times = []
-    for _ in range(repeats):
+    for _ in range(warmup + repeats):
         t = time.perf_counter()
         fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(times[warmup:])
 
 
 def machine(device: str) -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), cpu)
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    name = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+    cpu = name[1].strip() if name else platform.processor() or platform.machine()
     gpu = f", GPU: {torch.cuda.get_device_name()}" if device == "cuda" else ""
     return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}; run on {device}"
 
 
-def sync(device: str) -> None:
+def model(which: str, tiny: bool, device: str):
+    """``ours`` or ``torchvision``'s MViTv2-S 16x4 (tiny: our tiny preset, no torchvision counterpart) and an input."""
     import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def model(which: str, tiny: bool, device: str, weights_from=None):
-    """``ours`` or ``torchvision`` (MViTv2-S 16x4; tiny: our tiny preset) and an input; ours takes ``weights_from``."""
-    import torch
+    from torchvision.models.video import mvit_v2_s
 
     from mvit_video.models import build_model
 
-    if tiny:
-        return build_model("mvitv2_tiny", num_classes=10).to(device), torch.randn(1, 3, 8, 64, 64, device=device)
-    x = torch.randn(1, 3, 16, 224, 224, device=device)
-    if which == "torchvision":
-        from torchvision.models.video import mvit_v2_s
+    preset, classes, frames, size = ("mvitv2_tiny", 10, 8, 64) if tiny else ("mvitv2_s_16x4", 400, 16, 224)
+    net = mvit_v2_s() if which == "torchvision" else build_model(preset, num_classes=classes)
+    return net.to(device), torch.randn(1, 3, frames, size, size, device=device)
 
-        return mvit_v2_s().to(device), x
+
+def bench_inference(args: argparse.Namespace, device: str) -> dict:
+    import torch
+
+    from mvit_video.models import build_model
     from mvit_video.models.convert import convert_state_dict
-
-    ours = build_model("mvitv2_s_16x4", num_classes=400).to(device)
-    if weights_from is not None:
-        ours.load_state_dict(convert_state_dict(weights_from.state_dict(), "torchvision", ours))
-    return ours, x
-
-
-def bench_inference(tiny: bool, device: str, repeats: int) -> dict:
-    import torch
-
-    from mvit_video.models import build_model
     from mvit_video.models.flops import count_gflops
 
-    tv = None if tiny else model("torchvision", tiny, device)[0].eval()
-    ours, x = model("ours", tiny, device, weights_from=tv)
+    tv = None if args.tiny else model("torchvision", False, device)[0].eval()
+    ours, x = model("ours", args.tiny, device)
+    if tv is not None:  # the same weights, so the logits can be compared
+        ours.load_state_dict(convert_state_dict(tv.state_dict(), "torchvision", ours))
     ours.eval()
     with torch.device("meta"):
         meta = build_model(ours.preset, num_classes=ours.num_classes, num_frames=x.shape[2], input_size=x.shape[-1])
     flops = 2 * count_gflops(meta, tuple(x.shape)) * 1e9  # multiply-adds -> FLOPs
     a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
-    out = {"peak_flops": 2 * 2048**3 / median_time(lambda: (a @ b, sync(device)), 5)}
+    out = {"peak_flops": 2 * 2048**3 / median_time(lambda: a @ b, 5, device)}
     with torch.inference_mode():
-        out["ours_s"] = median_time(lambda: (ours(x), sync(device)), repeats)
+        out["ours_s"] = median_time(lambda: ours(x), args.repeats, device)
         out["share"] = flops / out["ours_s"] / out["peak_flops"]
         if tv is not None:
-            out["torchvision_s"] = median_time(lambda: (tv(x), sync(device)), repeats)
+            out["torchvision_s"] = median_time(lambda: tv(x), args.repeats, device)
             out["ratio"] = out["ours_s"] / out["torchvision_s"]
             out["torchvision_share"] = flops / out["torchvision_s"] / out["peak_flops"]
             out["max_logit_diff"] = float((ours(x) - tv(x)).abs().max())
@@ -109,17 +99,10 @@ def train_step(net, x, device: str):
     """A closure running one training step of ``net`` at batch 2 (forward, backward, AdamW)."""
     import torch
 
-    x = x.repeat(2, 1, 1, 1, 1)  # (2, C, T, H, W)
-    y = torch.randint(0, 10, (2,), device=device)
+    x, y = x.repeat(2, 1, 1, 1, 1), torch.randint(0, 10, (2,), device=device)  # (2, C, T, H, W), (2,)
     opt = torch.optim.AdamW(net.train().parameters(), lr=1e-4)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-        sync(device)
-
-    return step
+    loss = lambda: torch.nn.functional.cross_entropy(net(x), y)
+    return lambda: (opt.zero_grad(set_to_none=True), loss().backward(), opt.step())
 
 
 def step_memory(tiny: bool, device: str, checkpointing: bool) -> int:
@@ -132,48 +115,43 @@ def step_memory(tiny: bool, device: str, checkpointing: bool) -> int:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:  # reset the peak RSS (VmHWM) to the current RSS: earlier peaks (imports, model build) are not the step's
-        Path("/proc/self/clear_refs").write_text("5")
-        base = _status_kib("VmRSS")
-    step(), step()
-    if device == "cuda":
+        step(), step()
         return torch.cuda.max_memory_allocated() - base
-    return _status_kib("VmHWM") - base
+    status = lambda field: 1024 * int(re.search(rf"^{field}:\s*(\d+) kB", Path("/proc/self/status").read_text(), re.M)[1])
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS := RSS: earlier peaks (imports, model build) are not the step's
+    base = status("VmRSS")
+    step(), step()
+    return status("VmHWM") - base
 
 
-def _status_kib(field: str) -> int:
-    """A ``/proc/self/status`` memory field, in bytes."""
-    line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(field + ":"))
-    return int(line.split()[1]) * 1024
-
-
-def bench_training(tiny: bool, device: str, repeats: int) -> dict:
+def bench_training(args: argparse.Namespace, device: str) -> dict:
     import torch
 
     torch.manual_seed(0)
-    ours, x = model("ours", tiny, device)
-    step, times = train_step(ours, x, device), {"ours": [], "ours_ckpt": [], "torchvision": []}
-    tv_step = None if tiny else train_step(model("torchvision", tiny, device)[0], x, device)
-    settings = [("ours", False, step), ("ours_ckpt", True, step)] + ([("torchvision", False, tv_step)] if tv_step else [])
-    for round_ in range(repeats + 1):  # alternated, so every setting sees the same machine state; round 0 warms up
+    ours, x = model("ours", args.tiny, device)
+    step = train_step(ours, x, device)
+    settings = [("ours", False, step), ("ours_ckpt", True, step)]
+    if not args.tiny:
+        settings.append(("torchvision", False, train_step(model("torchvision", False, device)[0], x, device)))
+    times: dict = {name: [] for name, _, _ in settings}
+    for _ in range(args.repeats + 1):  # alternated, so every setting sees the same machine state; round 0 warms up
         for name, checkpointing, fn in settings:
             ours.set_grad_checkpointing(checkpointing)
-            seconds = median_time(fn, 1, warmup=0)
-            times[name] += [seconds] if round_ else []
-    out = {k: statistics.median(v) for k, v in times.items() if v}
-    if tv_step:
-        out["ratio"] = statistics.median(o / t for o, t in zip(times["ours"], times["torchvision"]))
+            times[name].append(median_time(fn, 1, device, warmup=0))
+    out = {name: statistics.median(t[1:]) for name, t in times.items()}
+    if "torchvision" in times:
+        out["ratio"] = statistics.median(o / t for o, t in zip(times["ours"][1:], times["torchvision"][1:]))
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     for name, ckpt in (("mem", False), ("mem_ckpt", True)):
         if device == "cuda":
-            out[name] = step_memory(tiny, device, ckpt)
+            out[name] = step_memory(args.tiny, device, ckpt)
         else:  # a fresh process per setting: its peak RSS is its own
-            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-            cmd = [sys.executable, __file__, "--memory-worker", json.dumps([tiny, device, ckpt])]
+            cmd = [sys.executable, __file__, "--memory-worker", json.dumps([args.tiny, device, ckpt])]
             out[name] = int(subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout.split()[-1])
     return out
 
 
-def bench_data(tiny: bool, batches: int, data_dir: Path) -> dict:
+def bench_data(args: argparse.Namespace, device: str) -> dict:
     import torch
     from pytorchvideo.data import Kinetics, make_clip_sampler
 
@@ -182,18 +160,17 @@ def bench_data(tiny: bool, batches: int, data_dir: Path) -> dict:
     from mvit_video.data.synthetic import SyntheticSpec, make_synthetic_kinetics
     from mvit_video.data.transforms import ClipTransform
 
-    root = data_dir / ("bench_tiny_kinetics" if tiny else "synthetic_kinetics")  # full: the demo's dataset
-    make_synthetic_kinetics(root, SyntheticSpec(**(dict(train_per_class=6, val_per_class=1, test_per_class=1) if tiny else {})))
-    frames, rate, crop, batch = 8, 8, 32, 8
+    root = Path(args.data_dir) / ("bench_tiny_kinetics" if args.tiny else "synthetic_kinetics")  # full: the demo's set
+    spec = SyntheticSpec(train_per_class=6, val_per_class=1, test_per_class=1) if args.tiny else SyntheticSpec()
+    make_synthetic_kinetics(root, spec)
+    frames, rate, crop, batch, batches = 8, 8, 32, 8, min(args.batches, 4) if args.tiny else args.batches
     clip = dict(num_frames=frames, sampling_rate=rate, crop_size=crop, train_jitter_scales=(32, 40), random_resized_crop=False)
 
     def clips_per_s(loader) -> float:
         it = iter(loader)
         next(it)  # workers started
-        t, n = time.perf_counter(), 0
-        for _ in range(min(batches, 4) if tiny else batches):
-            n += next(it)["video"].shape[0]
-        return n / (time.perf_counter() - t)
+        t = time.perf_counter()
+        return sum(next(it)["video"].shape[0] for _ in range(batches)) / (time.perf_counter() - t)
 
     out: dict = {"decoders": {}}
     for decoder in DECODERS:
@@ -218,49 +195,44 @@ def bench_data(tiny: bool, batches: int, data_dir: Path) -> dict:
     return out
 
 
-def bench_ava(tiny: bool, rows: int | None) -> dict:
-    """The vectorised evaluator vs the per-row reference, by ``scripts/bench_ava_eval.py``'s ``measure``."""
+def bench_ava(args: argparse.Namespace, device: str) -> dict:
+    """The vectorised evaluator vs the per-row reference, by ``scripts/bench_ava_eval.py``'s ``measure`` (on the CPU)."""
     measure = runpy.run_path(str(ROOT / "scripts" / "bench_ava_eval.py"))["measure"]
-    rows = rows or (40_000 if tiny else 1_000_000)
-    return measure(detections=rows, groundtruth=rows // 20, repeats=1 if tiny else 3)
+    rows = args.ava_rows or (40_000 if args.tiny else 1_000_000)
+    return measure(detections=rows, groundtruth=rows // 20, repeats=1 if args.tiny else 3)
 
 
 def table(results: dict, tiny: bool, device: str, command: str) -> str:
-    """The markdown report: one row per measured ratio (what, ours, peer, ratio, target)."""
-    net = "MViTv2-tiny 8x64^2" if tiny else "MViTv2-S 16x224^2"
-    rows = []
+    """The markdown report: one row (what, ours, peer, ratio ours / peer, target) per measured ratio."""
+    net, rows, sec = ("MViTv2-tiny 8x64^2" if tiny else "MViTv2-S 16x224^2"), [], "{:.3f} s".format
     if inf := results.get("inference"):
-        if "ratio" in inf:
-            diff = f"max logit diff {inf['max_logit_diff']:.1e}"
-            tv = f"torchvision {inf['torchvision_s']:.3f} s"
-            ratio = f"{inf['ratio']:.2f} ({diff})"
-            rows.append((f"inference, {net}, batch 1, fp32", f"{inf['ours_s']:.3f} s", tv, ratio, "<= 0.5"))
+        if tv := "ratio" in inf:
+            what, ratio = f"inference, {net}, batch 1, fp32", f"{inf['ratio']:.2f} (max logit diff {inf['max_logit_diff']:.1e})"
+            rows.append((what, sec(inf["ours_s"]), f"torchvision {sec(inf['torchvision_s'])}", ratio, "<= 0.5"))
         what = f"inference: share of the measured fp32 matmul peak ({inf['peak_flops'] / 1e9:.0f} GFLOP/s)"
-        peer = f"torchvision {100 * inf['torchvision_share']:.1f}%" if "ratio" in inf else ""
+        peer = f"torchvision {100 * inf['torchvision_share']:.1f}%" if tv else ""
         rows.append((what, f"{100 * inf['share']:.1f}%", peer, "", ""))
     if tr := results.get("training"):
         if "ratio" in tr:
-            tv = f"torchvision {tr['torchvision']:.3f} s"
-            rows.append((f"training step, {net}, batch 2, fp32", f"{tr['ours']:.3f} s", tv, f"{tr['ratio']:.2f}", "<= 0.67"))
+            what, peer = f"training step, {net}, batch 2, fp32", f"torchvision {sec(tr['torchvision'])}"
+            rows.append((what, sec(tr["ours"]), peer, f"{tr['ratio']:.2f}", "<= 0.67"))
         method = "max_memory_allocated" if device == "cuda" else "peak RSS, freed blocks returned"
         what = f"peak memory of a training step ({method}): activation checkpointing / without"
         ckpt, full = tr["mem_ckpt"], tr["mem"]
         rows.append((what, f"{ckpt / 2**30:.2f} GiB", f"{full / 2**30:.2f} GiB", f"{ckpt / full:.2f}", "<= 0.5"))
         what = "training step time with activation checkpointing / without (the recompute cost)"
-        rows.append((what, f"{tr['ours_ckpt']:.3f} s", f"{tr['ours']:.3f} s", f"{tr['ours_ckpt'] / tr['ours']:.2f}", ""))
+        rows.append((what, sec(tr["ours_ckpt"]), sec(tr["ours"]), f"{tr['ours_ckpt'] / tr['ours']:.2f}", ""))
     if data := results.get("data"):
-        peer = data["pytorchvideo_kinetics"]
-        for decoder in dict.fromkeys((data["default"], "pyav")):
-            what = f"our default decoder (auto: {decoder})" if decoder == data["default"] else "data.decoder=pyav"
-            what = f"training clips/s, synthetic Kinetics, 2 workers, {what}"
-            rate = data["decoders"][decoder]
-            target = ">= 2" if decoder == data["default"] else ""
-            rows.append((what, f"{rate:.1f}", f"pytorchvideo Kinetics {peer:.1f}", f"{rate / peer:.2f}", target))
+        peer, default = f"pytorchvideo Kinetics {data['pytorchvideo_kinetics']:.1f}", data["default"]
+        for decoder in dict.fromkeys((default, "pyav")):
+            which = f"our default decoder (auto: {decoder})" if decoder == default else "data.decoder=pyav"
+            rate, target = data["decoders"][decoder], ">= 2" if decoder == default else ""
+            ratio = f"{rate / data['pytorchvideo_kinetics']:.2f}"
+            rows.append((f"training clips/s, synthetic Kinetics, 2 workers, {which}", f"{rate:.1f}", peer, ratio, target))
     if ava := results.get("ava"):
         what = f"AVA frame-mAP, {ava['detections']:,} detections, {ava['groundtruth']:,} boxes"
-        same = abs(ava["fast_map"] - ava["slow_map"]) < 1e-9
-        ratio = f"{ava['slow_s'] / ava['fast_s']:.1f}x faster (same mAP: {same})"
-        rows.append((what, f"{ava['fast_s']:.3f} s", f"per-row {ava['slow_s']:.2f} s", ratio, ">= 20x"))
+        ratio = f"{ava['slow_s'] / ava['fast_s']:.1f}x faster (same mAP: {abs(ava['fast_map'] - ava['slow_map']) < 1e-9})"
+        rows.append((what, sec(ava["fast_s"]), f"per-row {ava['slow_s']:.2f} s", ratio, ">= 20x"))
     head = f"# Benchmarks\n\nWritten by `{command}` on {time.strftime('%Y-%m-%d')}.\n\nMachine: {results['machine']}\n\n"
     lines = ["what", "ours", "peer", "ratio (ours / peer)", "target"], ["---"] * 5, *rows
     text = head + "".join(f"| {' | '.join(cells)} |\n" for cells in lines)
@@ -270,10 +242,13 @@ def table(results: dict, tiny: bool, device: str, command: str) -> str:
     return text
 
 
+STEPS = {"inference": bench_inference, "training": bench_training, "data": bench_data, "ava": bench_ava}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny preset and small cases (a smoke run)")
-    parser.add_argument("--only", nargs="+", choices=STEPS, default=list(STEPS), help="run these steps only")
+    parser.add_argument("--only", nargs="+", choices=list(STEPS), default=list(STEPS), help="run these steps only")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, default=20, help="data: batches timed per loader")
     parser.add_argument("--ava-rows", type=int, default=None, help="ava: detection rows (default 1,000,000; tiny 40,000)")
@@ -288,16 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    steps = {
-        "inference": lambda: bench_inference(args.tiny, device, args.repeats),
-        "training": lambda: bench_training(args.tiny, device, args.repeats),
-        "data": lambda: bench_data(args.tiny, args.batches, Path(args.data_dir)),
-        "ava": lambda: bench_ava(args.tiny, args.ava_rows),
-    }
     results: dict = {"machine": machine(device)}
     for name in args.only:
         t = time.perf_counter()
-        results[name] = steps[name]()
+        results[name] = STEPS[name](args, device)
         print(f"{name} ({time.perf_counter() - t:.0f} s): {json.dumps(results[name], default=str)}", flush=True)
     command = " ".join(["python scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
