@@ -56,7 +56,7 @@ def machine(device: str) -> str:
 
 
 def model(which: str, tiny: bool, device: str):
-    """``ours`` or ``torchvision``'s MViTv2-S 16x4 (tiny: our tiny preset, no torchvision counterpart) and an input."""
+    """``ours`` or ``torchvision``'s MViTv2-S 16x4 (tiny: our tiny preset, no torchvision one) in eval mode, and an input."""
     import torch
     from torchvision.models.video import mvit_v2_s
 
@@ -64,7 +64,7 @@ def model(which: str, tiny: bool, device: str):
 
     preset, classes, frames, size = ("mvitv2_tiny", 10, 8, 64) if tiny else ("mvitv2_s_16x4", 400, 16, 224)
     net = mvit_v2_s() if which == "torchvision" else build_model(preset, num_classes=classes)
-    return net.to(device), torch.randn(1, 3, frames, size, size, device=device)
+    return net.to(device).eval(), torch.randn(1, 3, frames, size, size, device=device)
 
 
 def bench_inference(args: argparse.Namespace, device: str) -> dict:
@@ -74,11 +74,10 @@ def bench_inference(args: argparse.Namespace, device: str) -> dict:
     from mvit_video.models.convert import convert_state_dict
     from mvit_video.models.flops import count_gflops
 
-    tv = None if args.tiny else model("torchvision", False, device)[0].eval()
+    tv = None if args.tiny else model("torchvision", False, device)[0]
     ours, x = model("ours", args.tiny, device)
     if tv is not None:  # the same weights, so the logits can be compared
         ours.load_state_dict(convert_state_dict(tv.state_dict(), "torchvision", ours))
-    ours.eval()
     with torch.device("meta"):
         meta = build_model(ours.preset, num_classes=ours.num_classes, num_frames=x.shape[2], input_size=x.shape[-1])
     flops = 2 * count_gflops(meta, tuple(x.shape)) * 1e9  # multiply-adds -> FLOPs
@@ -223,12 +222,12 @@ def table(results: dict, tiny: bool, device: str, command: str) -> str:
         what = "training step time with activation checkpointing / without (the recompute cost)"
         rows.append((what, sec(tr["ours_ckpt"]), sec(tr["ours"]), f"{tr['ours_ckpt'] / tr['ours']:.2f}", ""))
     if data := results.get("data"):
-        peer, default = f"pytorchvideo Kinetics {data['pytorchvideo_kinetics']:.1f}", data["default"]
+        peer, default = data["pytorchvideo_kinetics"], data["default"]
         for decoder in dict.fromkeys((default, "pyav")):
             which = f"our default decoder (auto: {decoder})" if decoder == default else "data.decoder=pyav"
-            rate, target = data["decoders"][decoder], ">= 2" if decoder == default else ""
-            ratio = f"{rate / data['pytorchvideo_kinetics']:.2f}"
-            rows.append((f"training clips/s, synthetic Kinetics, 2 workers, {which}", f"{rate:.1f}", peer, ratio, target))
+            what, rate = f"training clips/s, synthetic Kinetics, 2 workers, {which}", data["decoders"][decoder]
+            target = ">= 2" if decoder == default else ""
+            rows.append((what, f"{rate:.1f}", f"pytorchvideo Kinetics {peer:.1f}", f"{rate / peer:.2f}", target))
     if ava := results.get("ava"):
         what = f"AVA frame-mAP, {ava['detections']:,} detections, {ava['groundtruth']:,} boxes"
         ratio = f"{ava['slow_s'] / ava['fast_s']:.1f}x faster (same mAP: {abs(ava['fast_map'] - ava['slow_map']) < 1e-9})"
