@@ -1,0 +1,133 @@
+"""Image -> video inflation (``mvit_video.models.inflate``): what is copied, what is inflated, what is left at init,
+and the static-clip property that justifies ``center``. Tiny models, CPU, a few seconds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mvit_video.models.attention import resize_rel_pos
+from mvit_video.models.convert import CheckpointMismatchError
+from mvit_video.models.inflate import inflate_image_state_dict
+from mvit_video.models.registry import build_model
+
+SIZE = 96  # video (and test-frame) size; the image model is built for 64, so its spatial tables are resized
+
+
+def _image(**kwargs) -> torch.nn.Module:
+    """The tiny preset as an image model: 2-D kernels stored with temporal size 1, no class token, no ``rel_pos_t``."""
+    torch.manual_seed(0)
+    return build_model("mvitv2_tiny", video=False, num_frames=1, num_classes=10, **kwargs).eval()
+
+
+def _video(**kwargs) -> torch.nn.Module:
+    torch.manual_seed(1)
+    return build_model("mvitv2_tiny", input_size=SIZE, **kwargs).eval()
+
+
+@pytest.mark.parametrize("mode", ["center", "repeat"])
+def test_every_tensor_is_copied_inflated_or_reported(mode: str) -> None:
+    image, video = _image(), _video()
+    image_sd, video_init = image.state_dict(), video.state_dict()
+    sd, report = inflate_image_state_dict(image_sd, video, mode)
+    video.load_state_dict(sd, strict=True)
+
+    groups = [report.copied, report.inflated, report.resized, report.zeroed, list(report.left_at_init)]
+    assert sorted(k for g in groups for k in g) == sorted(video_init), "each video tensor in exactly one group"
+    for key in report.copied:  # bit for bit
+        assert torch.equal(sd[key], image_sd[key]), key
+    for key in report.resized:
+        assert key.endswith(("rel_pos_h", "rel_pos_w")), key
+        assert torch.equal(sd[key], resize_rel_pos(image_sd[key], video_init[key].shape[0])), key
+    assert len(report.resized) == 2 * len(video.blocks)  # 64 -> 96 changes every spatial table
+    assert sorted(report.inflated) == sorted(
+        ["patch_embed.proj.weight"] + [f"blocks.{i}.attn.pool_{p}.weight" for i in range(len(video.blocks)) for p in "qkv"]
+    )
+    for key in report.inflated:
+        kt = sd[key].shape[2]
+        if mode == "center":  # the 2-D kernel in the centre slice, zeros around it
+            assert torch.equal(sd[key][:, :, kt // 2 : kt // 2 + 1], image_sd[key]), key
+            assert not sd[key][:, :, : kt // 2].any() and not sd[key][:, :, kt // 2 + 1 :].any(), key
+        else:  # kt copies, not divided by kt
+            assert torch.equal(sd[key], image_sd[key].expand_as(sd[key])), key
+
+    tables = [f"blocks.{i}.attn.rel_pos_t" for i in range(len(video.blocks))]
+    at_init = {"cls_token", "head.projection.weight", "head.projection.bias"}  # no cls; 10 vs 400 classes
+    if mode == "center":
+        assert report.zeroed == tables and all(not sd[k].any() for k in tables)
+    else:
+        assert report.zeroed == []
+        at_init |= set(tables)
+    assert set(report.left_at_init) == at_init
+    for key in at_init:  # the video model's own initialisation, untouched
+        assert torch.equal(sd[key], video_init[key]), key
+    print(report.summary())
+
+
+def test_2d_kernels_load_like_3d_kernels_of_temporal_size_1() -> None:
+    """The official image format stores 2-D convs ``(O, I, kh, kw)``; they inflate exactly as ours ``(O, I, 1, kh, kw)``."""
+    image, video = _image(), _video()
+    sd3 = image.state_dict()
+    sd2 = {k: v.squeeze(2) if v.ndim == 5 else v for k, v in sd3.items()}
+    for mode in ("center", "repeat"):
+        a, _ = inflate_image_state_dict(sd3, video, mode)
+        b, report = inflate_image_state_dict(sd2, video, mode)
+        assert len(report.inflated) == 1 + 3 * len(video.blocks)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_center_static_clip_gives_the_image_features_per_frame() -> None:
+    """A ``center``-inflated video model on a clip whose frames are all equal computes, per token frame, the image
+    model's tokens on that frame. Why it holds: the stem and every pooling conv see only their centre temporal
+    slice, so each token frame is the 2-D result on its own frame (temporal zero padding meets zero weights); the
+    temporal table is zero, so a patch query scores its key equally in every frame, and T' identical copies of
+    each key leave the softmax-weighted sum of values unchanged (each weight is divided by T', summed T' times);
+    everything else acts per token, and the skip max-pool has temporal kernel 1. It needs two things that the
+    architecture, not the weights, decides: (1) no class token: a class key is one key against T' copies of every
+    patch key, so its share of each softmax shrinks with T' (an image model with one, as the IN-21K ones, differs
+    too; measured here: max |diff| 0.18 with a class token in both); (2) the same KV stride in both models (the
+    tiny preset has (1, 4, 4) like the image presets; the S/B/L video presets use (1, 8, 8))."""
+    image, video = _image(), _video(cls_token=False)
+    sd, _ = inflate_image_state_dict(image.state_dict(), video, "center")
+    video.load_state_dict(sd, strict=True)
+    frames = torch.randn(2, 3, SIZE, SIZE)  # (B, 3, H, W)
+    clip = frames[:, :, None].expand(-1, -1, 8, -1, -1).contiguous()  # (B, 3, 8, H, W), all frames equal
+    with torch.no_grad():
+        tokens_image, thw_image = image.forward_features(frames)  # (B, h*w, C)
+        tokens_video, thw_video = video.forward_features(clip)  # (B, t*h*w, C)
+    assert thw_video == (4, *thw_image[1:])  # temporal patch stride 2
+    per_frame = tokens_video.reshape(2, thw_video[0], -1, tokens_video.shape[-1])  # (B, t, h*w, C)
+    diff = (per_frame - tokens_image[:, None]).abs().max().item()
+    print(f"center, static clip: max |video - image| over {thw_video[0]} token frames = {diff:.2e}")
+    assert diff < 1e-5
+
+
+def test_repeat_static_clip_scales_the_stem_by_the_kernel_depth() -> None:
+    """``repeat`` keeps the static-clip property only up to the factor kt = 3 (the temporal kernel size) in the
+    stem: on a static clip the patch embedding is ``kt * W*x + b``, not ``W*x + b`` (``(kt - 1) * W*x + b`` in the
+    first token frame, whose window starts in the temporal zero padding). Past the stem the factor does not cancel
+    (the bias and the residual stream are not scaled), so the features of the whole model are not compared."""
+    image, video = _image(), _video(cls_token=False)
+    sd, _ = inflate_image_state_dict(image.state_dict(), video, "repeat")
+    video.load_state_dict(sd, strict=True)
+    frames = torch.randn(2, 3, SIZE, SIZE)  # (B, 3, H, W)
+    clip = frames[:, :, None].expand(-1, -1, 8, -1, -1).contiguous()  # (B, 3, 8, H, W)
+    bias = image.patch_embed.proj.bias  # (C,)
+    with torch.no_grad():
+        stem_image, _ = image.patch_embed(frames[:, :, None])  # (B, h*w, C)
+        stem_video, thw = video.patch_embed(clip)  # (B, t*h*w, C)
+    per_frame = stem_video.reshape(2, thw[0], -1, stem_video.shape[-1])  # (B, t, h*w, C)
+    kt = video.patch_embed.proj.kernel_size[0]
+    expected = [(kt - 1 if t == 0 else kt) * (stem_image - bias) + bias for t in range(thw[0])]
+    diff = max((per_frame[:, t] - e).abs().max().item() for t, e in enumerate(expected))
+    print(f"repeat, static clip: max |video stem - factor * image stem| = {diff:.2e} (factor {kt}, {kt - 1} at t=0)")
+    assert diff < 1e-5
+
+
+def test_mismatched_layout_fails_naming_the_switch() -> None:
+    image, video = _image(dim_mul_in_att=False), _video()
+    with pytest.raises(CheckpointMismatchError, match="dim_mul_in_att") as err:
+        inflate_image_state_dict(image.state_dict(), video)
+    assert "blocks.1.attn.qkv.weight" in str(err.value)  # the transition block, named
+    with pytest.raises(ValueError, match="mode must be one of"):
+        inflate_image_state_dict(_image().state_dict(), video, "mean")
