@@ -131,3 +131,36 @@ def test_mismatched_layout_fails_naming_the_switch() -> None:
     assert "blocks.1.attn.qkv.weight" in str(err.value)  # the transition block, named
     with pytest.raises(ValueError, match="mode must be one of"):
         inflate_image_state_dict(_image().state_dict(), video, "mean")
+
+
+@pytest.mark.parametrize("mode", ["center", "repeat"])
+def test_presets_inflate_fully(mode: str) -> None:
+    """The real presets, shapes only (meta tensors, about a second): image S into the S 16x4 video preset, and an
+    IN-21K-layout L (class token, widening inside attention like ``mvitv2_l_cls``) into the L 40x3 preset, whose
+    class token it then provides. The IN-1K image L widens in the MLP (``dim_mul_in_att=False``) and cannot init
+    the shipped video L: the error names the switch."""
+    with torch.device("meta"):
+        pairs = [
+            (build_model("mvitv2_s"), build_model("mvitv2_s_16x4")),
+            (build_model("mvitv2_l", dim_mul_in_att=True, cls_token=True), build_model("mvitv2_l_40x3")),
+        ]
+        image_l_in1k = build_model("mvitv2_l")
+    for image, video in pairs:
+        sd, report = inflate_image_state_dict(image.state_dict(), video, mode)
+        assert sd.keys() == video.state_dict().keys()
+        assert len(report.inflated) == 1 + 3 * len(video.blocks)
+        expected = {"head.projection.weight", "head.projection.bias"}  # 1000 image classes vs 400
+        expected |= set() if image.cls_token is not None else {"cls_token"}
+        if mode == "repeat":
+            expected |= {f"blocks.{i}.attn.rel_pos_t" for i in range(len(video.blocks))}
+        assert set(report.left_at_init) == expected
+        print(report.summary().splitlines()[0])
+    with pytest.raises(CheckpointMismatchError, match="dim_mul_in_att"):
+        inflate_image_state_dict(image_l_in1k.state_dict(), pairs[1][1], mode)
+
+
+def test_class_token_of_an_image_model_is_copied() -> None:
+    image, video = _image(cls_token=True), _video()
+    sd, report = inflate_image_state_dict(image.state_dict(), video, "repeat")
+    assert "cls_token" in report.copied and "cls_token" not in report.left_at_init
+    assert torch.equal(sd["cls_token"], image.state_dict()["cls_token"])
