@@ -164,3 +164,8 @@ def test_class_token_of_an_image_model_is_copied() -> None:
     sd, report = inflate_image_state_dict(image.state_dict(), video, "repeat")
     assert "cls_token" in report.copied and "cls_token" not in report.left_at_init
     assert torch.equal(sd["cls_token"], image.state_dict()["cls_token"])
+
+
+def test_headless_video_model_drops_the_image_classifier() -> None:
+    sd, report = inflate_image_state_dict(_image().state_dict(), _video(num_classes=0), "center")
+    assert report.dropped == ["head.projection.weight", "head.projection.bias"] and not any(k.startswith("head.") for k in sd)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .attention import resize_rel_pos  # the one resize helper, also used by convert.py
-from .convert import CheckpointMismatchError
+from .convert import CheckpointMismatchError, check_state_dict
 
 MODES = ("center", "repeat")
 _KERNELS = re.compile(r"(^patch_embed\.proj\.weight$|\.attn\.pool_[qkv]\.weight$)")  # the inflated convs
@@ -84,7 +84,6 @@ def inflate_image_state_dict(
     target = video_model.state_dict()
     report = InflationReport(mode)
     out: dict[str, torch.Tensor] = {}
-    missing, shapes = [], []
     for key, init in target.items():
         if key not in image_sd:
             if key.endswith(".attn.rel_pos_t") and mode == "center":
@@ -96,9 +95,7 @@ def inflate_image_state_dict(
             elif key == "cls_token":
                 out[key] = init.clone()
                 report.left_at_init[key] = "the image model has no class token"
-            else:
-                missing.append(key)
-            continue
+            continue  # missing: named by check_state_dict below
         value = image_sd[key]
         if _KERNELS.search(key) and value.shape != init.shape:
             value = inflate_kernel(value, init.shape[2], mode).to(init.dtype)
@@ -112,21 +109,14 @@ def inflate_image_state_dict(
             continue
         else:
             report.copied.append(key)
-        if value.shape != init.shape:
-            shapes.append(f"{key}: image {tuple(value.shape)} vs video {tuple(init.shape)}")
         out[key] = value.clone()
     unexpected = [k for k in image_sd if k not in target]
     report.dropped = [k for k in unexpected if k.startswith("head.")]  # a headless video model (num_classes=0)
-    unexpected = [k for k in unexpected if not k.startswith("head.")]
-    if missing or unexpected or shapes:
-        lines = ["the image state dict does not fit the video model:"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-            if items:
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:12]) + (" ..." if len(items) > 12 else ""))
-        if shapes:
-            lines.append(
-                "  widths that differ at a stage change mean the two models widen in different places: "
-                "build both with the same dim_mul_in_att"
-            )
-        raise CheckpointMismatchError("\n".join(lines))
+    try:
+        check_state_dict({**out, **{k: image_sd[k] for k in unexpected if k not in report.dropped}}, target)
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(
+            f"image -> video: {e}\n  the image and the video model must share depths, widths, heads and where they "
+            "widen (dim_mul_in_att: an image L widening in the MLP cannot init a video L widening in attention)"
+        ) from None
     return out, report
