@@ -1,7 +1,8 @@
-"""Checkpoint conversion: torchvision ``mvit_v2_s``, official PySlowFast ``.pyth`` and our own checkpoints.
+"""Checkpoint conversion: torchvision ``mvit_v2_s``, official PySlowFast ``.pyth``, timm ``mvitv2_*`` and our own.
 
 Our parameter names follow PySlowFast's, so a SlowFast state dict needs no renaming; torchvision's names
-are mapped with the table of spec §1.12. Every conversion checks keys and shapes against the target model
+are mapped with the table of spec §1.12, timm's image models by ``_timm_to_ours`` (per-stage blocks numbered
+globally, 2-D convs given a temporal axis of 1). Every conversion checks keys and shapes against the target model
 before a single weight is copied, and resizes relative-position tables whose length differs (as the
 official loader does), so a 16x224^2 checkpoint loads into a 32x256^2 model.
 """
@@ -21,7 +22,7 @@ from .attention import resize_rel_pos
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("torchvision", "slowfast", "mvit_video")
+SOURCES = ("torchvision", "slowfast", "timm", "mvit_video")
 _ALIASES = {"lightning": "mvit_video", "pyslowfast": "slowfast"}
 
 # torchvision key pattern -> our key (spec §1.12); applied in order, first match wins.
@@ -36,6 +37,34 @@ _TV_TO_OURS: list[tuple[str, str]] = [
     (r"^blocks\.(\d+)\.project\.", r"blocks.\1.proj."),
     (r"^head\.1\.", "head.projection."),
 ]
+
+# timm key pattern -> our key, after the blocks are renumbered; applied in order, first match wins.
+_TIMM_TO_OURS: list[tuple[str, str]] = [
+    (r"^(blocks\.\d+)\.shortcut_proj_(attn|mlp)\.", r"\1.proj."),  # one skip projection, wherever it widens
+    (r"^head\.fc\.", "head.projection."),
+]
+_TIMM_CONV = re.compile(r"^(patch_embed\.proj|blocks\.\d+\.attn\.pool_[qkv])\.weight$")
+
+
+def _timm_to_ours(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's ``stages.{s}.blocks.{j}`` become our global ``blocks.{i}`` (the stage depths read from the keys
+    themselves), its skip projections ``proj``, its classifier ``head.projection``; its 2-D conv kernels
+    ``(C_out, C_in, kh, kw)`` gain our temporal axis ``(C_out, C_in, 1, kh, kw)``. Nothing else changes."""
+    block = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
+    depths: dict[int, int] = {}
+    for key in sd:
+        m = block.match(key)
+        if m:
+            depths[int(m[1])] = max(depths.get(int(m[1]), 0), int(m[2]) + 1)
+    first = {s: sum(depths.get(i, 0) for i in range(s)) for s in depths}  # global index of each stage's block 0
+    out = {}
+    for key, value in sd.items():
+        key = block.sub(lambda m: f"blocks.{first[int(m[1])] + int(m[2])}.", key)
+        key = _rename(key, _TIMM_TO_OURS)
+        if _TIMM_CONV.match(key) and value.ndim == 4:
+            value = value.unsqueeze(2)  # (C_out, C_in, kh, kw) -> (C_out, C_in, 1, kh, kw)
+        out[key] = value
+    return out
 
 
 class CheckpointMismatchError(ValueError):
@@ -93,6 +122,8 @@ def convert_state_dict(
         sd = {_rename(k, _TV_TO_OURS): v for k, v in sd.items()}
         if "cls_token" in sd and sd["cls_token"].ndim == 1:
             sd["cls_token"] = sd["cls_token"].reshape(1, 1, -1)  # (C,) -> (1, 1, C)
+    elif source == "timm":
+        sd = _timm_to_ours(sd)
     if model is None:
         return sd
     target = model.state_dict()
@@ -156,7 +187,7 @@ def load_file(path: str | Path) -> Any:
             ) from e
         raise CheckpointReadError(
             f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {text[:200]}); expected a complete file "
-            "written by torch.save (a train.py .ckpt, a converted .pt, a SlowFast .pyth or a torchvision .pth)"
+            "written by torch.save (a train.py .ckpt, a converted .pt, a SlowFast .pyth, a timm or a torchvision .pth)"
         ) from e
 
 
@@ -165,7 +196,9 @@ def guess_source(obj: Any) -> str:
         return "slowfast"
     if isinstance(obj, dict) and ("state_dict" in obj or "mvit_video" in obj):
         return "mvit_video"
-    keys = obj.keys() if isinstance(obj, dict) else []
+    keys = list(obj.keys()) if isinstance(obj, dict) else []
+    if any(k.startswith("stages.") for k in keys):
+        return "timm"
     return "torchvision" if any(k.startswith("conv_proj.") for k in keys) else "slowfast"
 
 

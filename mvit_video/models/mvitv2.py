@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 from torchvision.ops import StochasticDepth
@@ -27,7 +28,8 @@ class MViTv2Config:
     embed_dim: int = 96
     num_heads: int = 1
     num_classes: int = 400
-    video: bool = True  # False: image model (no cls, no temporal tables, mean pooling)
+    video: bool = True  # False: image model (no temporal tables, no temporal patch stride)
+    cls_token: bool | None = None  # classify from a class token (else: mean of the tokens); None: as ``video``
     num_frames: int = 16  # the grid the relative-position tables are sized for; other sizes run too
     input_size: int = 224
     mlp_ratio: float = 4.0
@@ -62,6 +64,17 @@ class MViTv2Config:
             dim = dim_out
         object.__setattr__(self, "block_dims", tuple(dims))
         object.__setattr__(self, "block_strides", tuple(strides))
+
+    @property
+    def has_cls(self) -> bool:
+        """Video models have a class token, image models not (the official configs' default), unless set."""
+        return self.video if self.cls_token is None else bool(self.cls_token)
+
+    @property
+    def residual_pool_cls(self) -> bool:
+        """Whether the residual pooling adds the cls token's q to its output as well: the official image code
+        (facebookresearch/mvit, and timm) does, PySlowFast's video code does not. Matters only with a cls token."""
+        return not self.video
 
     @property
     def depth(self) -> int:
@@ -116,9 +129,11 @@ class MultiScaleBlock(nn.Module):
         has_cls: bool,
         dim_mul_in_att: bool,
         rel_pos_temporal: bool,
+        residual_pool_cls: bool = False,
     ) -> None:
         super().__init__()
         self.has_cls = has_cls
+        self.residual_pool_cls = has_cls and residual_pool_cls
         self.dim_mul_in_att = dim_mul_in_att
         att_dim = dim_out if dim_mul_in_att else dim
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
@@ -147,9 +162,21 @@ class MultiScaleBlock(nn.Module):
         x = x.permute(0, 2, 3, 4, 1).reshape(b, -1, c)  # (B, N', C)
         return torch.cat((cls, x), dim=1)
 
+    def _cls_q_residual(self, x_norm: torch.Tensor) -> torch.Tensor:
+        """The projected residual ``proj.weight @ q_cls`` ``(B, 1, att_dim)`` that the official image code adds to
+        the cls output and our attention (PySlowFast's rule) leaves out; the cls q is never pooled, only normed,
+        so it is recomputed from the one token (``proj`` is linear: proj(o + q) = proj(o) + W q)."""
+        attn = self.attn
+        bias = attn.qkv.bias[: attn.dim_out] if attn.qkv.bias is not None else None
+        q_cls = F.linear(x_norm[:, :1], attn.qkv.weight[: attn.dim_out], bias)  # (B, 1, att_dim)
+        q_cls = attn.norm_q(q_cls.unflatten(-1, (attn.num_heads, attn.head_dim)))  # (B, 1, n, C)
+        return F.linear(q_cls.flatten(2), attn.proj.weight)  # (B, 1, att_dim)
+
     def forward(self, x: torch.Tensor, thw: Grid) -> tuple[torch.Tensor, Grid]:
         x_norm = self.norm1(x)  # (B, [1+]N, dim)
         x_att, thw_new = self.attn(x_norm, thw)  # (B, [1+]N', att_dim)
+        if self.residual_pool_cls:
+            x_att = torch.cat((x_att[:, :1] + self._cls_q_residual(x_norm), x_att[:, 1:]), dim=1)
         if self.dim_mul_in_att and self.proj is not None:
             x = self.proj(x_norm)  # the skip projection sees the normalised input (pitfall 6)
         x = self._pool_skip(x, thw) + self.drop_path(x_att)
@@ -193,7 +220,7 @@ class MViTv2(nn.Module):
         self.num_features = cfg.num_features
         self.feature_stride = cfg.feature_stride
         self.grad_checkpointing = False
-        self.has_cls = cfg.video
+        self.has_cls = cfg.has_cls
         self.patch_embed = PatchEmbed(cfg.in_chans, cfg.embed_dim, cfg.video)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if self.has_cls else None
 
@@ -219,6 +246,7 @@ class MViTv2(nn.Module):
                     self.has_cls,
                     cfg.dim_mul_in_att,
                     rel_pos_temporal=cfg.video,
+                    residual_pool_cls=cfg.residual_pool_cls,
                 )
             )
             grid = tuple(g // s for g, s in zip(grid, stride_q))  # floor-tracked, sizes the next tables
@@ -288,7 +316,7 @@ class MViTv2(nn.Module):
         return x
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
-        """Tokens after the final norm ``(B, [1+]N, C)`` (cls first for video) and their ``(T, H, W)`` grid."""
+        """Tokens after the final norm ``(B, [1+]N, C)`` (cls first if the model has one) and their ``(T, H, W)`` grid."""
         x = self._check_input(x)
         x, thw = self.patch_embed(x)  # (B, N, C0)
         if self.cls_token is not None:
@@ -320,6 +348,8 @@ _VIDEO_S = MViTv2Config()
 _VIDEO_B = replace(_VIDEO_S, depths=(2, 3, 16, 3), num_frames=32)
 _VIDEO_L = replace(_VIDEO_S, depths=(2, 6, 36, 4), embed_dim=144, num_heads=2, num_frames=40, input_size=312)
 _IMAGE = dict(video=False, num_frames=1, num_classes=1000, kv_stride=(1, 4, 4), head_dropout=0.0)
+_IMAGE_L = replace(_VIDEO_L, input_size=224, **_IMAGE)
+_IMAGE_H = replace(_IMAGE_L, depths=(4, 8, 60, 8), embed_dim=192, num_heads=3)
 
 
 def _build(base: MViTv2Config, **overrides) -> MViTv2:
@@ -372,4 +402,36 @@ def mvitv2_b(**kwargs) -> MViTv2:
 @register_model
 def mvitv2_l(**kwargs) -> MViTv2:
     """Image MViTv2-L, 224^2, widening in the MLP as its official test config does (size: ``recipes.PAPER``)."""
-    return _build(replace(_VIDEO_L, input_size=224, dim_mul_in_att=False, **_IMAGE), **kwargs)
+    return _build(replace(_IMAGE_L, dim_mul_in_att=False), **kwargs)
+
+
+@register_model
+def mvitv2_h(**kwargs) -> MViTv2:
+    """Image MViTv2-H, 224^2: the layout of ``mvitv2_h_cls`` (the IN-21K checkpoint's) without the class token."""
+    return _build(_IMAGE_H, **kwargs)
+
+
+# The class-token variants: the official IN-21K image configs (CLS_EMBED_ON) and timm's ``mvitv2_*_cls``.
+# Their L widens inside attention, unlike the IN-1K ``mvitv2_l``; the classifier reads the class token.
+@register_model
+def mvitv2_s_cls(**kwargs) -> MViTv2:
+    """Image MViTv2-S with a class token, 224^2 (timm ``mvitv2_small_cls``; size: ``recipes.PAPER``)."""
+    return _build(replace(_VIDEO_S, **_IMAGE, cls_token=True), **kwargs)
+
+
+@register_model
+def mvitv2_b_cls(**kwargs) -> MViTv2:
+    """Image MViTv2-B with a class token, 224^2 (``MViTv2_B_in21k.pyth``; size: ``recipes.PAPER``)."""
+    return _build(replace(_VIDEO_B, **_IMAGE, cls_token=True), **kwargs)
+
+
+@register_model
+def mvitv2_l_cls(**kwargs) -> MViTv2:
+    """Image MViTv2-L with a class token, 224^2 (``MViTv2_L_in21k.pyth``; size: ``recipes.PAPER``)."""
+    return _build(replace(_IMAGE_L, cls_token=True), **kwargs)
+
+
+@register_model
+def mvitv2_h_cls(**kwargs) -> MViTv2:
+    """Image MViTv2-H with a class token, 224^2 (``MViTv2_H_in21k.pyth``; size: ``recipes.PAPER``)."""
+    return _build(replace(_IMAGE_H, cls_token=True), **kwargs)
