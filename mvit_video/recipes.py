@@ -148,7 +148,7 @@ class PaperModel(NamedTuple):
     gflops: float  # per view, one multiply-add = one FLOP (fvcore's convention)
 
 
-# Sources: spec §0 (video: the official checkpoints' counts) and §3 (image models: the paper's table).
+# Sources: spec §0 (video: the official checkpoints' counts) and §3 (image models: the paper's table), timm (below).
 PAPER: tuple[PaperModel, ...] = (
     PaperModel("mvitv2_s_16x4", 400, (1, 3, 16, 224, 224), 34_537_744, 64.5),
     PaperModel("mvitv2_b_32x3", 400, (1, 3, 32, 224, 224), 51_230_128, 225.2),
@@ -160,6 +160,12 @@ PAPER: tuple[PaperModel, ...] = (
     PaperModel("mvitv2_s", 1000, (1, 3, 224, 224), 34.87, 7.00),
     PaperModel("mvitv2_b", 1000, (1, 3, 224, 224), 51.47, 10.16),
     PaperModel("mvitv2_l", 1000, (1, 3, 224, 224), 217.99, 43.87),
+    # Class-token image models: exact counts of timm 1.0's mvitv2_{small,base,large,huge}_cls (whose B/L/H load the
+    # official MViTv2_{B,L,H}_in21k.pyth, 19168 classes); GFLOPs: the timm model cards' GMACs (S: the paper's S).
+    PaperModel("mvitv2_s_cls", 1000, (1, 3, 224, 224), 34_870_312, 7.0),
+    PaperModel("mvitv2_b_cls", 19168, (1, 3, 224, 224), 65_444_032, 10.2),
+    PaperModel("mvitv2_l_cls", 19168, (1, 3, 224, 224), 234_583_216, 42.2),
+    PaperModel("mvitv2_h_cls", 19168, (1, 3, 224, 224), 694_804_128, 120.7),
 )
 
 
