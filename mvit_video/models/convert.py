@@ -44,6 +44,17 @@ _TIMM_TO_OURS: list[tuple[str, str]] = [
     (r"^head\.fc\.", "head.projection."),
 ]
 _TIMM_CONV = re.compile(r"^(patch_embed\.proj|blocks\.\d+\.attn\.pool_[qkv])\.weight$")
+# Our image presets and timm's models of the same architecture (tests/test_timm_parity.py, model_report.py --timm).
+TIMM_MODELS = {
+    "mvitv2_t": "mvitv2_tiny",
+    "mvitv2_s": "mvitv2_small",
+    "mvitv2_b": "mvitv2_base",
+    "mvitv2_l": "mvitv2_large",
+    "mvitv2_s_cls": "mvitv2_small_cls",
+    "mvitv2_b_cls": "mvitv2_base_cls",
+    "mvitv2_l_cls": "mvitv2_large_cls",
+    "mvitv2_h_cls": "mvitv2_huge_cls",
+}
 
 
 def _timm_to_ours(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -212,3 +223,19 @@ def load_pretrained(model: nn.Module, path: str | Path, source: str = "auto", st
         raise CheckpointReadError(f"{path}: {e}") from e
     model.load_state_dict(sd, strict=True)
     return model
+
+
+def timm_logit_diff(preset: str, seed: int = 0, batch: int = 2) -> float:
+    """Max abs fp32 logit difference between timm's ``TIMM_MODELS[preset]`` with seeded random weights and our
+    preset loaded from its state dict by the ``timm`` source (needs ``timm``, the dev extra)."""
+    import timm
+
+    from .registry import build_model
+
+    torch.manual_seed(seed)
+    ref = timm.create_model(TIMM_MODELS[preset], pretrained=False).eval()
+    model = build_model(preset, num_classes=ref.num_classes).eval()
+    model.load_state_dict(convert_state_dict(ref.state_dict(), "timm", model), strict=True)
+    x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(seed + 1))  # (B, C, H, W)
+    with torch.no_grad():
+        return (model(x) - ref(x)).abs().max().item()  # over (B, num_classes)
