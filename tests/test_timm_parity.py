@@ -29,3 +29,11 @@ def test_mismatch_named_key_by_key() -> None:
     del sd["stages.2.blocks.3.attn.rel_pos_h"]
     with pytest.raises(CheckpointMismatchError, match=r"missing keys \(2\): cls_token, blocks\.6\.attn\.rel_pos_h"):
         convert_state_dict(sd, "timm", model)
+
+
+def test_model_report_prints_timm_parity() -> None:
+    from .helpers import run_script
+
+    out = run_script("model_report.py", "--only", "mvitv2_t", "--timm")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "mvitv2_tiny" in out.stdout and "all within 0.0001 of timm" in out.stdout
