@@ -148,6 +148,7 @@ class MultiScaleAttention(nn.Module):
         qkv_bias: bool = True,
         has_cls: bool = True,
         rel_pos_temporal: bool = True,
+        residual_cls: bool = False,
     ) -> None:
         super().__init__()
         if dim_out % num_heads:
@@ -157,6 +158,7 @@ class MultiScaleAttention(nn.Module):
         self.head_dim = head_dim = dim_out // num_heads
         self.scale = head_dim**-0.5
         self.has_cls = has_cls
+        self.residual_cls = has_cls and residual_cls
         self.attn_impl = "sdpa"
 
         self.qkv = nn.Linear(dim, 3 * dim_out, bias=qkv_bias)
@@ -241,6 +243,7 @@ class MultiScaleAttention(nn.Module):
         else:
             raise ValueError(f"attn_impl must be 'sdpa' or 'reference', got {self.attn_impl!r}")
 
-        # Residual pooling: the pooled, normalised q is added to every patch position (not to cls).
-        out = out + F.pad(q_patch, (0, 0, 0, 0, sp, 0))  # (B, [1+]Nq, n, C)
+        # Residual pooling: the pooled, normalised q is added to every patch position; to the cls position too in
+        # the official image models (facebookresearch/mvit, timm), not in PySlowFast's video models.
+        out = out + (q if self.residual_cls else F.pad(q_patch, (0, 0, 0, 0, sp, 0)))  # (B, [1+]Nq, n, C)
         return self.proj(out.reshape(b, -1, self.dim_out)), q_thw  # (B, [1+]Nq, n*C)

@@ -11,7 +11,6 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 from torchvision.ops import StochasticDepth
@@ -133,12 +132,21 @@ class MultiScaleBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.has_cls = has_cls
-        self.residual_pool_cls = has_cls and residual_pool_cls
         self.dim_mul_in_att = dim_mul_in_att
         att_dim = dim_out if dim_mul_in_att else dim
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = MultiScaleAttention(
-            dim, att_dim, num_heads, input_size, stride_q, stride_kv, kernel, qkv_bias, has_cls, rel_pos_temporal
+            dim,
+            att_dim,
+            num_heads,
+            input_size,
+            stride_q,
+            stride_kv,
+            kernel,
+            qkv_bias,
+            has_cls,
+            rel_pos_temporal,
+            residual_cls=residual_pool_cls,
         )
         self.drop_path = StochasticDepth(drop_path, "row")
         self.norm2 = nn.LayerNorm(att_dim, eps=1e-6)
@@ -162,21 +170,9 @@ class MultiScaleBlock(nn.Module):
         x = x.permute(0, 2, 3, 4, 1).reshape(b, -1, c)  # (B, N', C)
         return torch.cat((cls, x), dim=1)
 
-    def _cls_q_residual(self, x_norm: torch.Tensor) -> torch.Tensor:
-        """The projected residual ``proj.weight @ q_cls`` ``(B, 1, att_dim)`` that the official image code adds to
-        the cls output and our attention (PySlowFast's rule) leaves out; the cls q is never pooled, only normed,
-        so it is recomputed from the one token (``proj`` is linear: proj(o + q) = proj(o) + W q)."""
-        attn = self.attn
-        bias = attn.qkv.bias[: attn.dim_out] if attn.qkv.bias is not None else None
-        q_cls = F.linear(x_norm[:, :1], attn.qkv.weight[: attn.dim_out], bias)  # (B, 1, att_dim)
-        q_cls = attn.norm_q(q_cls.unflatten(-1, (attn.num_heads, attn.head_dim)))  # (B, 1, n, C)
-        return F.linear(q_cls.flatten(2), attn.proj.weight)  # (B, 1, att_dim)
-
     def forward(self, x: torch.Tensor, thw: Grid) -> tuple[torch.Tensor, Grid]:
         x_norm = self.norm1(x)  # (B, [1+]N, dim)
         x_att, thw_new = self.attn(x_norm, thw)  # (B, [1+]N', att_dim)
-        if self.residual_pool_cls:
-            x_att = torch.cat((x_att[:, :1] + self._cls_q_residual(x_norm), x_att[:, 1:]), dim=1)
         if self.dim_mul_in_att and self.proj is not None:
             x = self.proj(x_norm)  # the skip projection sees the normalised input (pitfall 6)
         x = self._pool_skip(x, thw) + self.drop_path(x_att)
