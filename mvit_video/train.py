@@ -68,7 +68,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     net = instantiate(cfg.model)
     if cfg.get("init_from"):
-        load_pretrained(getattr(net, "backbone", net), cfg.init_from, strict_head=False)
+        load_pretrained(getattr(net, "backbone", net), cfg.init_from, strict_head=False, init_mode=cfg.get("init_mode"))
         log.info("initialised backbone from %s", cfg.init_from)
     task = instantiate(cfg.task, net=net, **_task_data(cfg, datamodule), _convert_="all")  # plain dicts and lists
     callbacks = _instantiate_dict(cfg.get("callbacks"))

@@ -170,3 +170,44 @@ def test_class_token_of_an_image_model_is_copied() -> None:
 def test_headless_video_model_drops_the_image_classifier() -> None:
     sd, report = inflate_image_state_dict(_image().state_dict(), _video(num_classes=0), "center")
     assert report.dropped == ["head.projection.weight", "head.projection.bias"] and not any(k.startswith("head.") for k in sd)
+
+
+@pytest.mark.parametrize("mode", ["center", "repeat"])
+def test_load_pretrained_inflates_an_image_file(mode: str, tmp_path, caplog) -> None:
+    """``load_pretrained(..., init_mode=mode)`` (what ``init_from=... init_mode=...`` calls) loads exactly the
+    inflated state dict, and logs the report."""
+    import logging
+
+    from mvit_video.models.convert import load_pretrained
+
+    image, video = _image(), _video()
+    torch.save(image.state_dict(), tmp_path / "image.pth")
+    expected, _ = inflate_image_state_dict(image.state_dict(), video, mode)
+    with caplog.at_level(logging.INFO, logger="mvit_video.models.convert"):
+        load_pretrained(video, tmp_path / "image.pth", source="mvit_video", init_mode=mode)
+    for key, value in video.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    assert f"inflate ({mode})" in caplog.text and "left at init: cls_token" in caplog.text
+
+
+def test_train_run_gives_init_mode_to_the_loader(tmp_path, tiny_kinetics, monkeypatch) -> None:
+    """``python train.py init_from=IMAGE init_mode=center`` reaches ``load_pretrained`` with the mode."""
+    import mvit_video.train as train_module
+
+    from .helpers import compose_cfg
+
+    seen = {}
+
+    class Loaded(Exception):
+        pass
+
+    def fake_load(model, path, **kwargs):
+        seen.update(kwargs, path=path)
+        raise Loaded
+
+    monkeypatch.setattr(train_module, "load_pretrained", fake_load)
+    overrides = ["model.name=mvitv2_tiny", f"data.root={tiny_kinetics}", "data.num_classes=4", "data.synthetic=null"]
+    cfg = compose_cfg([*overrides, "init_from=image.pth", "init_mode=center"], tmp_path / "out", tmp_path / "data")
+    with pytest.raises(Loaded):
+        train_module.run(cfg)
+    assert seen == {"path": "image.pth", "strict_head": False, "init_mode": "center"}

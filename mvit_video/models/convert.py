@@ -213,12 +213,22 @@ def guess_source(obj: Any) -> str:
     return "torchvision" if any(k.startswith("conv_proj.") for k in keys) else "slowfast"
 
 
-def load_pretrained(model: nn.Module, path: str | Path, source: str = "auto", strict_head: bool = True) -> nn.Module:
-    """Load a checkpoint file of any supported source into ``model`` (shapes checked, tables resized)."""
+def load_pretrained(
+    model: nn.Module, path: str | Path, source: str = "auto", strict_head: bool = True, init_mode: str | None = None
+) -> nn.Module:
+    """Load a checkpoint file of any supported source into ``model`` (shapes checked, tables resized).
+    ``init_mode`` (``center`` or ``repeat``): the file holds an image model, inflated into the video ``model`` by
+    ``inflate.inflate_image_state_dict``; its report (every tensor not copied) is logged."""
     obj = load_file(path)
     source = guess_source(obj) if source == "auto" else source
     try:
-        sd = convert_state_dict(obj, source, model, strict_head=strict_head)
+        if init_mode is None:
+            sd = convert_state_dict(obj, source, model, strict_head=strict_head)
+        else:
+            from .inflate import inflate_image_state_dict  # it imports this module
+
+            sd, report = inflate_image_state_dict(convert_state_dict(obj, source), model, init_mode)
+            log.info("%s: %s", path, report.summary())
     except CheckpointReadError as e:
         raise CheckpointReadError(f"{path}: {e}") from e
     model.load_state_dict(sd, strict=True)
