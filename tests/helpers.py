@@ -27,6 +27,25 @@ def make_tiny_dataset(root: Path) -> Path:
     return make_synthetic_kinetics(root, TINY_SPEC, workers=2)
 
 
+def ava_tiny_run(val_videos: int) -> list[str]:
+    """Overrides for a one-step AVA run on synthetic data (2 train videos, ``val_videos`` x 2 keyframes), 64^2."""
+    return [
+        "experiment=ava_synthetic",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=1",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "data.synthetic.train_videos=2",
+        f"data.synthetic.val_videos={val_videos}",
+        "data.synthetic.seconds=6",
+        "data.synthetic.keyframes=[902,903]",
+        "data.seconds=[902,903]",
+        "data.crop_size=64",
+        "data.jitter_scales=[64,72]",
+        "callbacks.progress_bar=null",
+    ]
+
+
 def compose_cfg(overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("train", overrides=[f"paths.output_dir={output_dir}", f"paths.data_dir={data_dir}", *overrides])

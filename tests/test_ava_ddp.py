@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from mvit_video.metrics.ava import AVAFrameMAP
 from mvit_video.metrics.ava_frame_map import evaluate_files, frame_map
 
-from .helpers import compose_cfg
+from .helpers import ava_tiny_run, compose_cfg
 
 CLASSES = [1, 3, 4, 7]
 
@@ -72,24 +72,7 @@ def test_ddp_two_processes_equal_single(tmp_path):
 
 
 # 3 val videos x 2 keyframes, one excluded: 5 keyframes, so the 2-process sampler pads rank 1 with a repeat.
-AVA_DDP = [
-    "experiment=ava_synthetic",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=1",
-    "data.num_workers=0",
-    "data.batch_size=2",
-    "data.synthetic.train_videos=2",
-    "data.synthetic.val_videos=3",
-    "data.synthetic.seconds=6",
-    "data.synthetic.keyframes=[902,903]",
-    "data.seconds=[902,903]",
-    "data.crop_size=64",
-    "data.jitter_scales=[64,72]",
-    "callbacks.progress_bar=null",
-    "trainer.strategy=ddp",
-    "trainer.devices=2",
-    "+trainer.num_sanity_val_steps=0",
-]
+AVA_DDP = [*ava_tiny_run(val_videos=3), "trainer.strategy=ddp", "trainer.devices=2", "+trainer.num_sanity_val_steps=0"]
 
 
 def _train_worker(rank: int, world: int, port: int, tmp: str) -> None:

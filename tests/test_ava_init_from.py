@@ -7,7 +7,7 @@ import torch
 import mvit_video.train as train_module
 from mvit_video.train import run
 
-from .helpers import compose_cfg
+from .helpers import ava_tiny_run, compose_cfg
 
 # The classifier gets the backbone of conf/model/ava_detector_tiny.yaml (3 stages), so its weights fit the detector.
 CLASSIFIER = [
@@ -31,21 +31,7 @@ CLASSIFIER = [
     "callbacks.progress_bar=null",
     "data.synthetic=null",
 ]
-AVA = [
-    "experiment=ava_synthetic",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=1",
-    "data.num_workers=0",
-    "data.batch_size=2",
-    "data.synthetic.train_videos=2",
-    "data.synthetic.val_videos=1",
-    "data.synthetic.seconds=6",
-    "data.synthetic.keyframes=[902,903]",
-    "data.seconds=[902,903]",
-    "data.crop_size=64",
-    "data.jitter_scales=[64,72]",
-    "callbacks.progress_bar=null",
-]
+AVA = ava_tiny_run(val_videos=1)
 
 
 def test_ava_training_initialised_from_a_classification_checkpoint(tmp_path, tiny_kinetics, monkeypatch, caplog):

@@ -169,7 +169,8 @@ def encoders() -> set[str]:
     return {line.split()[1] for line in out.splitlines() if line.startswith(" ") and len(line.split()) > 1}
 
 
-def _ffmpeg(*args: str) -> None:
+def ffmpeg(*args: str) -> None:
+    """The ffmpeg CLI, quiet, overwriting, failing loudly."""
     subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True, capture_output=True)
 
 
@@ -187,13 +188,13 @@ def write_zoo(root: Path) -> dict[str, Path]:
             src += ("-f", "lavfi", "-t", str(f.audio_seconds), "-i", "sine=frequency=440", "-c:a", "aac")
         if f.rotation:  # encoding with a rotate tag writes no display matrix on ffmpeg 5.1: stream-copy it in
             plain = root / f"plain_{f.name}"
-            _ffmpeg(*src, *f.args, str(plain))
-            _ffmpeg("-i", str(plain), "-c", "copy", "-metadata:s:v:0", f"rotate={f.rotation}", str(path))
+            ffmpeg(*src, *f.args, str(plain))
+            ffmpeg("-i", str(plain), "-c", "copy", "-metadata:s:v:0", f"rotate={f.rotation}", str(path))
             plain.unlink()
         else:
-            _ffmpeg(*src, *f.args, str(path))
+            ffmpeg(*src, *f.args, str(path))
         out[f.name] = path
-    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440", "-t", "1", "-c:a", "aac", str(root / "audio_only.m4a"))
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440", "-t", "1", "-c:a", "aac", str(root / "audio_only.m4a"))
     whole = (root / "h264.mp4").read_bytes()
     (root / "truncated.mp4").write_bytes(whole[: len(whole) // 2])  # moov at the end: lost
     (root / "zero_bytes.mp4").write_bytes(b"")
