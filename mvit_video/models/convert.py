@@ -43,7 +43,9 @@ _TIMM_TO_OURS: list[tuple[str, str]] = [
     (r"^(blocks\.\d+)\.shortcut_proj_(attn|mlp)\.", r"\1.proj."),  # one skip projection, wherever it widens
     (r"^head\.fc\.", "head.projection."),
 ]
-_TIMM_CONV = re.compile(r"^(patch_embed\.proj|blocks\.\d+\.attn\.pool_[qkv])\.weight$")
+# The convs an image model has in 2-D (timm, the official image files) and a video model in 3-D: the ones the timm
+# source gives a temporal axis and inflate.py inflates.
+CONV_KERNELS = re.compile(r"^(patch_embed\.proj|blocks\.\d+\.attn\.pool_[qkv])\.weight$")
 # Our image presets and timm's models of the same architecture (tests/test_timm_parity.py, model_report.py --timm).
 TIMM_MODELS = {
     "mvitv2_t": "mvitv2_tiny",
@@ -72,7 +74,7 @@ def _timm_to_ours(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for key, value in sd.items():
         key = block.sub(lambda m: f"blocks.{first[int(m[1])] + int(m[2])}.", key)
         key = _rename(key, _TIMM_TO_OURS)
-        if _TIMM_CONV.match(key) and value.ndim == 4:
+        if CONV_KERNELS.match(key) and value.ndim == 4:
             value = value.unsqueeze(2)  # (C_out, C_in, kh, kw) -> (C_out, C_in, 1, kh, kw)
         out[key] = value
     return out

@@ -24,10 +24,9 @@ import torch
 from torch import nn
 
 from .attention import resize_rel_pos  # the one resize helper, also used by convert.py
-from .convert import CheckpointMismatchError, check_state_dict
+from .convert import CONV_KERNELS, CheckpointMismatchError, check_state_dict
 
 MODES = ("center", "repeat")
-_KERNELS = re.compile(r"(^patch_embed\.proj\.weight$|\.attn\.pool_[qkv]\.weight$)")  # the inflated convs
 _SPATIAL_TABLES = re.compile(r"\.attn\.rel_pos_[hw]$")
 
 
@@ -97,7 +96,7 @@ def inflate_image_state_dict(
                 report.left_at_init[key] = "the image model has no class token"
             continue  # missing: named by check_state_dict below
         value = image_sd[key]
-        if _KERNELS.search(key) and value.shape != init.shape:
+        if CONV_KERNELS.match(key) and value.shape != init.shape:
             value = inflate_kernel(value, init.shape[2], mode).to(init.dtype)
             report.inflated.append(key)
         elif _SPATIAL_TABLES.search(key) and value.shape != init.shape and value.shape[1:] == init.shape[1:]:
