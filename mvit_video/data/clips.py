@@ -187,10 +187,17 @@ class ClipDataModule(VideoDataModule):
         self.test_num_clips, self.test_num_crops = test_num_clips, test_num_crops
         self.max_retries = max_retries
         self.time_shuffle_control = time_shuffle_control
+        self._items: dict[str, list[tuple[Any, int]]] = {}  # read_items, parsed once per split
 
     def read_items(self, split: str) -> list[tuple[Any, int]]:
         """``(source, label)`` pairs of a split (``train``, ``val`` or ``test``)."""
         raise NotImplementedError
+
+    def items(self, split: str) -> list[tuple[Any, int]]:
+        """``read_items(split)``, parsed once: ``check_files`` reads the splits before ``setup`` builds on them."""
+        if split not in self._items:
+            self._items[split] = self.read_items(split)
+        return self._items[split]
 
     def frame_loader(self, mode: str) -> FrameLoader:
         """How a clip's frames are read in ``mode`` (``train``, ``val`` or ``test``)."""
@@ -204,7 +211,7 @@ class ClipDataModule(VideoDataModule):
         mode = "test" if split.startswith("test") else split
         tf = ClipTransform(mode, flip=self.flip and mode != "test", **self.tf_kwargs)
         return ClipDataset(
-            self.read_items(mode),
+            self.items(mode),
             self.frame_loader(mode),
             tf,
             self.num_frames,

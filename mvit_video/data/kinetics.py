@@ -77,7 +77,7 @@ class KineticsDataModule(ClipDataModule):
     def read_annotations(self, train: bool, test: bool) -> None:
         """Every line of every split in use: a malformed line or an out-of-range label stops the run now."""
         for split in self._used(train, test):
-            self.read_items(split)
+            self.items(split)
 
     def read_items(self, split: str) -> list[tuple[str, int]]:
         return read_video_csv(self.root / self.csvs[split], self.num_classes, prefix=self.path_prefix)
