@@ -1,4 +1,5 @@
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -11,6 +12,28 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# cuda joins cpu where a GPU exists, so the same tests check the GPU kernels (make gpu-check) and nothing changes here.
+DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@pytest.fixture(params=DEVICES, ids=DEVICES)
+def device(request) -> Iterator[torch.device]:
+    """The device a test runs on: ``cpu``, and ``cuda`` too where one is available (ids ``[cpu]``/``[cuda]``).
+
+    On cuda, TF32 is off for the test (restored after): TF32 rounds matmul/conv inputs to a 10-bit mantissa, so the
+    fp32 bounds the tests derive (unit roundoff 2^-24) would not hold; tests that want TF32 set it themselves."""
+    dev = torch.device(request.param)
+    if dev.type != "cuda":
+        yield dev
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield dev
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.fixture(scope="session")
