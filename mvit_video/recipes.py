@@ -123,6 +123,48 @@ OFFICIAL: dict[str, Recipe] = {
         },
     ),
 }
+# The official image recipe: facebookresearch/mvit mvit/config/defaults.py, of which configs/MVITv2_{T,S,B}.yaml
+# change only the architecture and MVIT.DROPPATH_RATE (their SOLVER values are the defaults'). 8 GPUs per node.
+IN1K = {
+    "data.num_classes": 1000,  # MODEL.NUM_CLASSES
+    "data.num_frames": 1,
+    "data.crop_size": 224,  # DATA.TRAIN_CROP_SIZE, DATA.TEST_CROP_SIZE
+    "data.val_crop_ratio": 0.875,  # DATA.VAL_CROP_RATIO
+    "data.interpolation": "bicubic",  # AUG.INTERPOLATION
+    "data.flip": True,  # transforms_imagenet_train(hflip=0.5)
+    "data.mean": IMAGENET_MEAN,
+    "data.std": IMAGENET_STD,
+    "data.rand_augment": "rand-m9-n6-mstd0.5-inc1",  # AUG.AA_TYPE
+    "data.erase_prob": 0.25,  # AUG.RE_PROB
+    "data.batch_size": 32,  # TRAIN.BATCH_SIZE 256 / NUM_GPUS 8
+    "data.test_batch_size": 8,  # TEST.BATCH_SIZE 64 / NUM_GPUS 8
+    "model.head_dropout": 0.0,  # MODEL.DROPOUT_RATE
+    "task.label_smoothing": 0.1,  # MIXUP.LABEL_SMOOTH_VALUE
+    "task.mixup.mixup_alpha": 0.8,
+    "task.mixup.cutmix_alpha": 1.0,
+    "task.mixup.prob": 1.0,
+    "task.mixup.switch_prob": 0.5,
+    "task.layer_decay": 1.0,  # SOLVER.LAYER_DECAY
+    "task.optimizer._target_": "torch.optim.AdamW",  # SOLVER.OPTIMIZING_METHOD
+    "task.optimizer.lr": 2.5e-4,  # SOLVER.BASE_LR (x NUM_SHARDS)
+    "task.optimizer.weight_decay": 0.05,
+    "task.optimizer.betas": [0.9, 0.999],  # torch's default (mvit/models/optimizer.py sets only eps)
+    "task.optimizer.eps": 1e-8,
+    "task.scheduler.warmup_epochs": 70,  # SOLVER.WARMUP_EPOCHS
+    "task.scheduler.warmup_start_lr": 1e-8,  # SOLVER.WARMUP_START_LR
+    "task.scheduler.end_lr": 1e-6,  # SOLVER.COSINE_END_LR
+    "trainer.max_epochs": 300,  # SOLVER.MAX_EPOCH
+    "trainer.gradient_clip_val": 1.0,  # SOLVER.CLIP_GRAD_L2NORM
+    "trainer.precision": "32-true",  # TRAIN.MIXED_PRECISION False
+}
+OFFICIAL.update(
+    {
+        f"in1k_mvitv2_{v}": Recipe(
+            f"mvit configs/MVITv2_{v.upper()}.yaml", {**IN1K, "model.name": f"mvitv2_{v}", "model.drop_path_rate": dp}
+        )
+        for v, dp in (("t", 0.1), ("s", 0.1), ("b", 0.3))  # MVIT.DROPPATH_RATE
+    }
+)
 NOT_RECIPES = {
     "demo": "the CPU demo, tuned for 2 cores (not a paper recipe)",
     "ssv2_synthetic": "synthetic SSv2 on CPU, tuned like the demo",
