@@ -17,17 +17,14 @@ PySlowFast's ``strict=False``, which leaves 2-D pooling convs of an official ima
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .attention import resize_rel_pos  # the one resize helper, also used by convert.py
-from .convert import CONV_KERNELS, CheckpointMismatchError, check_state_dict
+from .convert import CONV_KERNELS, CheckpointMismatchError, check_fits, fit_to_model
 
 MODES = ("center", "repeat")
-_SPATIAL_TABLES = re.compile(r"\.attn\.rel_pos_[hw]$")
 
 
 @dataclass
@@ -74,48 +71,44 @@ def inflate_kernel(weight: torch.Tensor, kt: int, mode: str) -> torch.Tensor:
 def inflate_image_state_dict(
     image_sd: dict[str, torch.Tensor], video_model: nn.Module, mode: str = "center"
 ) -> tuple[dict[str, torch.Tensor], InflationReport]:
-    """Inflate ``image_sd`` (our key layout: an image preset's ``state_dict()``; 2-D convs as 4-D or 3-D tensors of
-    temporal size 1) into a full state dict for ``video_model``, which is not modified. A classifier of another
-    size stays at the video model's init; any other key or shape that does not fit raises
-    :class:`CheckpointMismatchError` naming every one."""
+    """Inflate ``image_sd`` (our key layout: an image preset's ``state_dict()`` or a converted official/timm file;
+    2-D convs as 4-D or 3-D tensors of temporal size 1) into a full state dict for ``video_model``, which is not
+    modified. Tables and the classifier are fitted by ``convert.fit_to_model`` (as for any checkpoint): a
+    classifier of another size stays at the video model's init; any other key or shape that does not fit raises
+    :class:`CheckpointMismatchError` naming every one (and the ``dim_mul_in_att`` the image needs)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     target = video_model.state_dict()
     report = InflationReport(mode)
-    out: dict[str, torch.Tensor] = {}
+    sd = dict(image_sd)
     for key, init in target.items():
-        if key not in image_sd:
-            if key.endswith(".attn.rel_pos_t") and mode == "center":
-                out[key] = torch.zeros_like(init)
-                report.zeroed.append(key)
-            elif key.endswith(".attn.rel_pos_t"):
-                out[key] = init.clone()
-                report.left_at_init[key] = "the image model has no temporal table"
-            elif key == "cls_token":
-                out[key] = init.clone()
-                report.left_at_init[key] = "the image model has no class token"
-            continue  # missing: named by check_state_dict below
-        value = image_sd[key]
-        if CONV_KERNELS.match(key) and value.shape != init.shape:
-            value = inflate_kernel(value, init.shape[2], mode).to(init.dtype)
-            report.inflated.append(key)
-        elif _SPATIAL_TABLES.search(key) and value.shape != init.shape and value.shape[1:] == init.shape[1:]:
-            value = resize_rel_pos(value, init.shape[0]).to(init.dtype)
-            report.resized.append(key)
-        elif key.startswith("head.") and value.shape != init.shape:
-            out[key] = init.clone()
-            report.left_at_init[key] = f"image classifier {tuple(value.shape)} vs video {tuple(init.shape)}"
-            continue
-        else:
-            report.copied.append(key)
-        out[key] = value.clone()
-    unexpected = [k for k in image_sd if k not in target]
-    report.dropped = [k for k in unexpected if k.startswith("head.")]  # a headless video model (num_classes=0)
+        if key in sd:
+            if CONV_KERNELS.match(key) and sd[key].shape != init.shape:
+                sd[key] = inflate_kernel(sd[key], init.shape[2], mode).to(init.dtype)
+                report.inflated.append(key)
+        elif key.endswith(".attn.rel_pos_t") and mode == "center":
+            sd[key] = torch.zeros_like(init)
+            report.zeroed.append(key)
+        elif key.endswith(".attn.rel_pos_t"):
+            sd[key] = init.clone()
+            report.left_at_init[key] = "the image model has no temporal table"
+        elif key == "cls_token":
+            sd[key] = init.clone()
+            report.left_at_init[key] = "the image model has no class token"
+        # any other missing key: named by check_fits below
+    sd, fit = fit_to_model(sd, target, strict_head=False)
+    report.resized, report.dropped = fit.resized, fit.dropped
+    report.left_at_init.update({k: f"image classifier: {why}" for k, why in fit.kept.items()})
     try:
-        check_state_dict({**out, **{k: image_sd[k] for k in unexpected if k not in report.dropped}}, target)
+        check_fits(sd, video_model)
     except CheckpointMismatchError as e:
         raise CheckpointMismatchError(
             f"image -> video: {e}\n  the image and the video model must share depths, widths, heads and where they "
             "widen (dim_mul_in_att: an image L widening in the MLP cannot init a video L widening in attention)"
         ) from None
+    changed = {*report.inflated, *report.resized, *report.zeroed, *report.left_at_init}
+    report.copied = [k for k in target if k not in changed]  # bit for bit from the image
+    out = {k: sd[k] if k in changed else sd[k].clone() for k in target}  # model order; never the caller's tensors
+    for key in report.left_at_init:
+        out[key] = target[key].clone()
     return out, report

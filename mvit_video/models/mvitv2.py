@@ -34,7 +34,9 @@ class MViTv2Config:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     kv_stride: tuple[int, int, int] = (1, 8, 8)  # adaptive KV stride of the first stage
-    dim_mul_in_att: bool = True  # widen inside attention of the transition block (False: in the MLP before)
+    # Widen inside attention of the transition block (False: in the MLP of the block before; the IN-1K image L, and
+    # mvitv2_l_40x3_in1k). Checkpoints of the two layouts differ in every transition block's shapes (spec §2.5).
+    dim_mul_in_att: bool = True
     drop_path_rate: float = 0.0
     head_dropout: float = 0.5
     in_chans: int = 3
@@ -431,3 +433,18 @@ def mvitv2_l_cls(**kwargs) -> MViTv2:
 def mvitv2_h_cls(**kwargs) -> MViTv2:
     """Image MViTv2-H with a class token, 224^2 (``MViTv2_H_in21k.pyth``; size: ``recipes.PAPER``)."""
     return _build(replace(_IMAGE_H, cls_token=True), **kwargs)
+
+
+# The layout switch (``dim_mul_in_att``, spec §2.5): the shipped video L widens inside attention (213.39M), as the
+# IN-21K image L does; the IN-1K image L widens in the MLP (217.75M as a video model: the size the SlowFast README's
+# K400-L row, 217.6M, is closest to). A checkpoint of one layout cannot init the other (every transition block's
+# shapes differ); convert.check_fits names the twin preset below when a load fails on this.
+@register_model
+def mvitv2_l_40x3_in1k(**kwargs) -> MViTv2:
+    """MViTv2-L 40x3 in the layout of the IN-1K image L (``MViTv2_L_in1k.pyth``, timm ``mvitv2_large``): widening
+    in the MLP (``dim_mul_in_att=False``), 217,747,696 parameters (400 classes). An IN-21K init (``MViTv2_L_in21k.pyth``,
+    ``mvitv2_l_cls``) needs ``mvitv2_l_40x3`` instead."""
+    return _build(replace(_VIDEO_L, dim_mul_in_att=False), **kwargs)
+
+
+LAYOUT_TWINS = {"mvitv2_l_40x3": "mvitv2_l_40x3_in1k", "mvitv2_l_40x3_in1k": "mvitv2_l_40x3"}  # preset -> other layout
