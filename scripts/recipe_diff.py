@@ -3,8 +3,9 @@
 
 For every experiment with an official counterpart, prints each recipe value (ours | official | verdict) and
 exits non-zero on any difference that the experiment file does not declare under ``recipe_deviations`` with its
-reason; a declared deviation that is no longer a difference is an error too. It also checks that the learning
-rates scale with the number of nodes, as SlowFast's BASE_LR_SCALE_NUM_SHARDS does.
+reason; a declared deviation that is no longer a difference is an error too. A value that neither the paper nor a
+config gives (``recipes.UNSOURCED``) must be declared there too, with the choice made. It also checks that the
+learning rates scale with the number of nodes, as SlowFast's BASE_LR_SCALE_NUM_SHARDS does.
 
     python scripts/recipe_diff.py [EXPERIMENT ...]
 """
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mvit_video.recipes import LR_KEYS, NOT_RECIPES, OFFICIAL, REQUIRED
+from mvit_video.recipes import LR_KEYS, NOT_RECIPES, OFFICIAL, REQUIRED, UNSOURCED
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -59,12 +60,18 @@ def check(name: str, overrides: list[str] | None = None) -> list[str]:
         same = _same(got, want)
         if same:
             verdict = "ok"
+        elif want == UNSOURCED and key in deviations:
+            verdict = f"unsourced, chosen: {deviations[key]}"
         elif key in deviations:
             verdict = f"intended: {deviations[key]}"
+        elif want == UNSOURCED:
+            verdict = "NO SOURCE (declare the choice in recipe_deviations)"
+            errors.append(f"{name}: {key} = {got!r} has no source; declare the choice in recipe_deviations")
         else:
             verdict = "DIFFERENT (not declared in recipe_deviations)"
             errors.append(f"{name}: {key} = {got!r}, official {want!r}")
-        print(f"   {key:34s} {str(got):>28s} {str(want):>28s}  {verdict}")
+        shown = "(no source)" if want == UNSOURCED else str(want)
+        print(f"   {key:34s} {str(got):>28s} {shown:>28s}  {verdict}")
     for key in deviations:
         if key not in official:
             errors.append(f"{name}: recipe_deviations.{key} names no official value")
