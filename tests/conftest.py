@@ -1,5 +1,6 @@
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -18,22 +19,28 @@ def _seed():
 DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
+@contextmanager
+def no_tf32() -> Iterator[None]:
+    """cuBLAS matmuls and cuDNN convs in full fp32 inside, the flags restored after. TF32 rounds their inputs to a
+    10-bit mantissa (relative error 2^-11 instead of fp32's 2^-24), so fp32 bounds would not hold with it on."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 @pytest.fixture(params=DEVICES, ids=DEVICES)
 def device(request) -> Iterator[torch.device]:
     """The device a test runs on: ``cpu``, and ``cuda`` too where one is available (ids ``[cpu]``/``[cuda]``).
-
-    On cuda, TF32 is off for the test (restored after): TF32 rounds matmul/conv inputs to a 10-bit mantissa, so the
-    fp32 bounds the tests derive (unit roundoff 2^-24) would not hold; tests that want TF32 set it themselves."""
+    On cuda the test runs under ``no_tf32``, so its fp32 tolerances hold there too; a test that wants TF32 sets it."""
     dev = torch.device(request.param)
     if dev.type != "cuda":
         yield dev
         return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with no_tf32():
         yield dev
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.fixture(scope="session")

@@ -58,9 +58,9 @@ def _forward_backward(model, x):
 @pytest.mark.parametrize(
     ("name", "shape"), [("mvitv2_tiny", (2, 3, 8, 64, 64)), ("mvitv2_s_16x4", (1, 3, 4, 64, 64)), ("mvitv2_t", (2, 3, 64, 64))]
 )
-def test_forward_backward_every_param_gets_grad(name, shape):
-    model = build_model(name, num_classes=7, drop_path_rate=0.1)
-    out = _forward_backward(model, torch.randn(shape))
+def test_forward_backward_every_param_gets_grad(name, shape, device):
+    model = build_model(name, num_classes=7, drop_path_rate=0.1).to(device)
+    out = _forward_backward(model, torch.randn(shape).to(device))
     assert out.shape == (shape[0], 7)
     assert torch.isfinite(out).all()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
@@ -215,9 +215,9 @@ def test_pooling_conv_bf16_backward_on_the_avx2_kernels():
 
 
 @pytest.mark.parametrize("name", ["mvitv2_tiny", "mvitv2_t"])
-def test_sdpa_matches_reference(name):
-    model = build_model(name, num_classes=5).eval()
-    x = torch.randn(2, 3, 8, 96, 96) if name == "mvitv2_tiny" else torch.randn(2, 3, 96, 96)
+def test_sdpa_matches_reference(name, device):
+    model = build_model(name, num_classes=5).eval().to(device)
+    x = (torch.randn(2, 3, 8, 96, 96) if name == "mvitv2_tiny" else torch.randn(2, 3, 96, 96)).to(device)
     with torch.no_grad():
         fused = model(x)
         model.set_attn_impl("reference")
@@ -225,16 +225,35 @@ def test_sdpa_matches_reference(name):
     torch.testing.assert_close(fused, ref, rtol=0, atol=1e-5)
 
 
-def test_runs_at_other_sizes_and_feature_map():
-    model = build_model("mvitv2_tiny", num_classes=3).eval()
+def test_runs_at_other_sizes_and_feature_map(device):
+    model = build_model("mvitv2_tiny", num_classes=3).eval().to(device)
     with torch.no_grad():
-        out = model(torch.randn(1, 3, 12, 96, 128))  # non-square, more frames: tables resized on the fly
-        fmap = model.forward_feature_map(torch.randn(1, 3, 8, 64, 64))
-        tokens, thw = model.forward_features(torch.randn(1, 3, 8, 64, 64))
+        out = model(torch.randn(1, 3, 12, 96, 128, device=device))  # non-square, more frames: tables resized on the fly
+        fmap = model.forward_feature_map(torch.randn(1, 3, 8, 64, 64, device=device))
+        tokens, thw = model.forward_features(torch.randn(1, 3, 8, 64, 64, device=device))
     assert out.shape == (1, 3)
     assert fmap.shape == (1, model.num_features, 4, 2, 2)
     assert thw == (4, 2, 2) and tokens.shape == (1, 1 + 16, model.num_features)
     assert model.forward_head(tokens, pre_logits=True).shape == (1, model.num_features)
+    assert out.device.type == fmap.device.type == device.type
+
+
+def test_device_fixture_runs_cuda_in_full_fp32(device):
+    """The ``device`` fixture (tests/conftest.py): cuda tests run with TF32 off, and ``no_tf32`` restores the flags
+    (they exist without a GPU, so the restore is checked here too)."""
+    from .conftest import no_tf32
+
+    assert torch.ones(1, device=device).device.type == device.type
+    if device.type == "cuda":
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        with no_tf32():
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def test_reset_classifier_and_no_weight_decay():

@@ -1,5 +1,7 @@
 """Numerical parity with torchvision's mvit_v2_s (random weights, nothing downloaded) and size transfer."""
 
+import copy
+
 import pytest
 import torch
 from torchvision.models.video import mvit_v2_s
@@ -17,9 +19,10 @@ def tv_and_ours():
     return tv, ours
 
 
-def test_torchvision_logits_match(tv_and_ours):
-    tv, ours = tv_and_ours
-    x = torch.randn(1, 3, 16, 224, 224)
+def test_torchvision_logits_match(tv_and_ours, device):
+    # copies on cuda: the module-scoped models stay on the CPU for the other tests
+    tv, ours = (m if device.type == "cpu" else copy.deepcopy(m).to(device) for m in tv_and_ours)
+    x = torch.randn(1, 3, 16, 224, 224).to(device)
     with torch.no_grad():
         expected = tv(x)
         got = ours(x)
