@@ -291,6 +291,9 @@ PAPER_VIEWS: dict[str, PaperViews] = {
     "ssv2_mvitv2_s": PaperViews(64.5, 3, 1, "Table 13"),
     "ssv2_mvitv2_b": PaperViews(225, 3, 1, "Table 13"),
     "ssv2_mvitv2_l": PaperViews(2828, 3, 1, "Table 13"),
+    "in1k_mvitv2_t": PaperViews(4.7, 1, 1, "Table A.3"),
+    "in1k_mvitv2_s": PaperViews(7.0, 1, 1, "Table A.3"),
+    "in1k_mvitv2_b": PaperViews(10.2, 1, 1, "Table A.3"),
 }
 
 
