@@ -4,7 +4,8 @@ Two numerically equivalent paths share every tensor up to the attention itself:
 ``sdpa`` folds the relative-position terms into the dot product (extra dimensions of q and k) and calls
 ``F.scaled_dot_product_attention`` without a mask, so its fused kernels run in training as well;
 ``reference`` computes softmax(q k^T * scale + rel) v by hand, as the official code does. The reference
-path exists for parity tests and for counting FLOPs.
+path exists for parity tests and for counting FLOPs, and ``sdpa`` falls back to it for a key grid so large that the
+augmented head size (``augmented_head_dim``) would exceed what the fused kernels take (``FUSED_HEAD_DIM_LIMIT``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,19 @@ import torch.nn.functional as F
 from torch import nn
 
 Grid = tuple[int, int, int]
+
+# The largest head size of the fused SDPA kernels: PyTorch's flash attention (CUDA) takes head sizes <= 256, and its
+# memory-efficient kernel is only tuned up to there. Beyond it the folded rel-pos dimensions would leave only the
+# math kernel (or, with a forced backend, "no available kernel"), so the sdpa path takes the reference path instead.
+FUSED_HEAD_DIM_LIMIT = 256
+
+
+def augmented_head_dim(head_dim: int, k_thw: Grid, temporal: bool = True) -> int:
+    """The head size the sdpa path gives the fused kernel: ``head_dim + kh + kw (+ kt)`` (one extra q/k dimension
+    per key row, column and frame of the rel-pos terms), padded to a multiple of 8 (GPU kernels want that)."""
+    kt, kh, kw = k_thw
+    size = head_dim + kh + kw + (kt if temporal else 0)
+    return size + (-size % 8)
 
 
 def resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
@@ -216,18 +230,24 @@ class MultiScaleAttention(nn.Module):
         attn = torch.cat((attn[:, :, :sp], torch.cat((attn[:, :, sp:, :sp], attn[:, :, sp:, sp:] + rel), -1)), 2)
         return attn.softmax(dim=-1)
 
+    def augmented_head_dim(self, k_thw: Grid) -> int:
+        """The fused kernel's head size for keys on the ``k_thw`` grid (module function ``augmented_head_dim``)."""
+        return augmented_head_dim(self.head_dim, k_thw, self.rel_pos_t is not None)
+
     def forward(self, x: torch.Tensor, thw: Grid) -> tuple[torch.Tensor, Grid]:
         b = x.shape[0]
         q, k, v, q_thw, k_thw = self.pooled_qkv(x, thw)  # (B, [1+]N, n, C) each
         sp = 1 if self.has_cls else 0
         q_patch = q.split([sp, q.shape[1] - sp], dim=1)[1]  # (B, Nq, n, C) without cls
-        if self.attn_impl == "sdpa":
+        if self.attn_impl not in ("sdpa", "reference"):
+            raise ValueError(f"attn_impl must be 'sdpa' or 'reference', got {self.attn_impl!r}")
+        aug_dim = self.augmented_head_dim(k_thw)
+        if self.attn_impl == "sdpa" and aug_dim <= FUSED_HEAD_DIM_LIMIT:
             # The decomposed bias as extra dimensions of the dot product: q gains its per-axis terms, k the one-hot
             # of its h, w, t position, so q'.k' = scale * q.k + bias, with no (Nq x Nk) mask to build. Without a
             # mask that needs a gradient, the fused attention kernels run in training too (about 1.2x faster).
             parts = rel_pos_parts(q_patch, q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t)
-            extra = sum(t.shape[-1] for t in parts)
-            align = -(self.head_dim + extra) % 8  # zero columns: GPU kernels want head sizes in multiples of 8
+            align = aug_dim - self.head_dim - sum(t.shape[-1] for t in parts)  # zero columns up to a multiple of 8
             terms = F.pad(torch.cat(parts, -1), (0, align, 0, 0, sp, 0))  # (B, [1+]Nq, n, E), 0 for the cls query
             q_aug = torch.cat([q * self.scale, terms.to(q.dtype)], -1)  # (B, [1+]Nq, n, C+E)
             onehot = _key_one_hots(k_thw, self.rel_pos_t is not None, self.has_cls, k.device, k.dtype)
@@ -238,10 +258,8 @@ class MultiScaleAttention(nn.Module):
                 q_aug.transpose(1, 2), k_aug.transpose(1, 2), v_pad.transpose(1, 2), scale=1.0
             )  # (B, n, [1+]Nq, C+E), heads as a strided dimension
             out = out.transpose(1, 2).split([self.head_dim, terms.shape[-1]], dim=-1)[0]  # (B, [1+]Nq, n, C)
-        elif self.attn_impl == "reference":
+        else:  # the reference path, also sdpa's beyond the fused kernels' head size (a Python int: no graph break)
             out = (self.attention_weights(q, k, q_thw, k_thw) @ v.transpose(1, 2)).transpose(1, 2)  # (B, [1+]Nq, n, C)
-        else:
-            raise ValueError(f"attn_impl must be 'sdpa' or 'reference', got {self.attn_impl!r}")
 
         # Residual pooling: the pooled, normalised q is added to every patch position; to the cls position too in
         # the official image models (facebookresearch/mvit, timm), not in PySlowFast's video models.
