@@ -14,6 +14,8 @@ from PIL import Image
 
 from mvit_video.data.images import ImageFolderDataModule, ImageTransform, load_image
 from mvit_video.data.synthetic_images import CLASSES, ImageSpec, make_synthetic_images
+from mvit_video.models import build_model
+from mvit_video.models.convert import load_pretrained
 from mvit_video.recipes import IMAGENET_MEAN, IMAGENET_STD
 from mvit_video.train import run
 
@@ -155,6 +157,13 @@ def test_image_experiment_trains_and_tests_tiny_on_cpu(tmp_path):
     meta = ckpt["mvit_video"]
     assert meta["preset"] == "mvitv2_tiny" and meta["model"]["video"] is False and meta["num_frames"] == 1
     assert meta["class_names"] == list(CLASSES[:4]) and meta["crop_size"] == 32
+    # what the image side is for: the trained image checkpoint initialises a video model (center inflation)
+    video = build_model("mvitv2_tiny", num_classes=4, input_size=32)
+    load_pretrained(video, tmp_path / "out" / "checkpoints" / "last.ckpt", init_mode="center")
+    kernel = ckpt["state_dict"]["net.patch_embed.proj.weight"]  # (32, 3, 1, 7, 7)
+    inflated = video.patch_embed.proj.weight.detach()  # (32, 3, 3, 7, 7)
+    assert torch.equal(inflated[:, :, 1:2], kernel) and not inflated[:, :, [0, 2]].any()
+    assert torch.equal(video.head.projection.weight.detach(), ckpt["state_dict"]["net.head.projection.weight"])
 
 
 @pytest.mark.parametrize("name, preset, drop_path", [("t", "mvitv2_t", 0.1), ("s", "mvitv2_s", 0.1), ("b", "mvitv2_b", 0.3)])
