@@ -112,7 +112,10 @@ def find_classes(split_dir: Path) -> list[str]:
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
-            raise ValueError(f"{entry.path}: a file outside a class folder; expected {LAYOUT}")
+            raise ValueError(
+                f"{entry.path}: a file outside a class folder; expected {LAYOUT} (ImageNet's val archive is flat:"
+                " move each image into its class's folder first, as torchvision.datasets.ImageNet does)"
+            )
         names.append(entry.name)
     if not names:
         raise ValueError(f"{split_dir}: no class folders; expected {LAYOUT}")
