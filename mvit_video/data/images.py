@@ -191,7 +191,7 @@ class ImageFolderDataModule(VideoDataModule):
         )
         self.max_retries = max_retries
         self.split_dirs = {"train": self.root / train_split, "val": self.root / val_split, "test": self.root / test_split}
-        self._items: dict[str, list[tuple[str, int]]] = {}
+        self._items: dict[str, list[tuple[str, int]]] = {}  # folder -> items
 
     def write_synthetic(self, spec: dict[str, Any]) -> None:
         from .synthetic_images import ImageSpec, make_synthetic_images
@@ -207,14 +207,14 @@ class ImageFolderDataModule(VideoDataModule):
             self.items(split)
 
     def items(self, split: str) -> list[tuple[str, int]]:
-        """``(path, label)`` of a split, scanned once."""
-        if split not in self._items:
-            folder = self.split_dirs[split]
+        """``(path, label)`` of a split, each folder scanned once (ImageNet's val serves val and test)."""
+        folder = self.split_dirs[split]
+        if str(folder) not in self._items:
             if not folder.is_dir():
                 raise FileNotFoundError(f"{split} folder not found: {folder}\n  expected {LAYOUT}; set data.root=DIR")
             ids = {name: i for i, name in self.class_names.items()}
-            self._items[split] = scan_split(folder, ids)
-        return self._items[split]
+            self._items[str(folder)] = scan_split(folder, ids)
+        return self._items[str(folder)]
 
     @functools.cached_property
     def class_names(self) -> dict[int, str]:
