@@ -177,3 +177,10 @@ def test_image_experiments_compose(tmp_path, name, preset, drop_path):
     assert isinstance(dm, ImageFolderDataModule) and dm.num_classes == net.num_classes == 1000
     assert net.preset == preset and not net.cfg.video and net.cfg.drop_path_rate == drop_path and net.cfg.head_dropout == 0
     assert net.cfg.input_size == dm.crop_size == 224
+
+
+def test_more_than_one_frame_is_refused(tmp_path):
+    """``data.num_frames`` is read by the model group; an image datamodule built with 8 (debug=tiny's video value,
+    which debug/tiny_data/imagenet.yaml sets back to 1) would feed an image model sized for 8 frames."""
+    with pytest.raises(ValueError, match="data.num_frames must be 1"):
+        _dm(tmp_path, num_frames=8)

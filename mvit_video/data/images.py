@@ -37,7 +37,7 @@ from .clips import ClipDataset, collate_clips
 from .transforms import finish_clip
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
-LAYOUT = "ROOT/{train,val}/<class name>/<image> (torchvision's ImageFolder layout, as ImageNet is distributed)"
+LAYOUT = "ROOT/{train,val}/<class name>/<image> (torchvision's ImageFolder layout)"
 
 
 class ImageReadError(RuntimeError):
