@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Convert a torchvision, official SlowFast (.pyth) or mvit_video checkpoint into our format and report
-keys and shapes. Files are read with ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+"""Convert a torchvision, official SlowFast (.pyth), official mvit image (.pyth), timm or mvit_video checkpoint
+into our format and report keys and shapes (the source is detected unless --source names it). Files are read
+with ``torch.load(weights_only=True)``: a checkpoint cannot run code.
 
     python scripts/convert_checkpoint.py MViTv2_S_16x4_k400_f302660347.pyth --model mvitv2_s_16x4 --out s16.pt
 """
@@ -16,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mvit_video.models import build_model, list_models  # the presets name --model's choices
     from mvit_video.models.convert import (
+        SOURCES,
         CheckpointMismatchError,
         CheckpointReadError,
         convert_state_dict,
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     parser.add_argument("--model", required=True, choices=list_models())
-    parser.add_argument("--source", default="auto", choices=["auto", "torchvision", "slowfast", "mvit_video"])
+    parser.add_argument("--source", default="auto", choices=["auto", *SOURCES])
     parser.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's head size")
     parser.add_argument("--num-frames", type=int, default=None)
     parser.add_argument("--input-size", type=int, default=None)
