@@ -76,7 +76,24 @@ def test_2d_kernels_load_like_3d_kernels_of_temporal_size_1() -> None:
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_center_static_clip_gives_the_image_features_per_frame() -> None:
+def _inflated(image: torch.nn.Module, video: torch.nn.Module, mode: str, via: str, tmp_path) -> None:
+    """Load ``image`` inflated into ``video``: from its state dict, or (``via="official_file"``) from an official
+    facebookresearch/mvit ``.pyth`` of the same weights (2-D convs, ``model_state``) by ``load_pretrained`` with
+    the source auto-detected, as ``train.py init_from=FILE init_mode=MODE`` does."""
+    if via == "state_dict":
+        sd, _ = inflate_image_state_dict(image.state_dict(), video, mode)
+        video.load_state_dict(sd, strict=True)
+    else:
+        from mvit_video.models.convert import load_pretrained
+
+        from .test_mvit_checkpoint import official_file, to_official
+
+        official_file(tmp_path / "image.pyth", to_official(image.state_dict()))
+        load_pretrained(video, tmp_path / "image.pyth", init_mode=mode)
+
+
+@pytest.mark.parametrize("via", ["state_dict", "official_file"])
+def test_center_static_clip_gives_the_image_features_per_frame(via: str, tmp_path) -> None:
     """A ``center``-inflated video model on a clip whose frames are all equal computes, per token frame, the image
     model's tokens on that frame. Why it holds: the stem and every pooling conv see only their centre temporal
     slice, so each token frame is the 2-D result on its own frame (temporal zero padding meets zero weights); the
@@ -89,8 +106,7 @@ def test_center_static_clip_gives_the_image_features_per_frame() -> None:
     only); (2) the same KV stride in both (the tiny preset has (1, 4, 4) like the image presets; the S/B/L video
     presets use (1, 8, 8): max |diff| 2.1 here with it)."""
     image, video = _image(), _video(cls_token=False)
-    sd, _ = inflate_image_state_dict(image.state_dict(), video, "center")
-    video.load_state_dict(sd, strict=True)
+    _inflated(image, video, "center", via, tmp_path)
     frames = torch.randn(2, 3, SIZE, SIZE)  # (B, 3, H, W)
     clip = frames[:, :, None].expand(-1, -1, 8, -1, -1).contiguous()  # (B, 3, 8, H, W), all frames equal
     with torch.no_grad():
@@ -99,18 +115,18 @@ def test_center_static_clip_gives_the_image_features_per_frame() -> None:
     assert thw_video == (4, *thw_image[1:])  # temporal patch stride 2
     per_frame = tokens_video.reshape(2, thw_video[0], -1, tokens_video.shape[-1])  # (B, t, h*w, C)
     diff = (per_frame - tokens_image[:, None]).abs().max().item()
-    print(f"center, static clip: max |video - image| over {thw_video[0]} token frames = {diff:.2e}")
+    print(f"center ({via}), static clip: max |video - image| over {thw_video[0]} token frames = {diff:.2e}")
     assert diff < 1e-5
 
 
-def test_repeat_static_clip_scales_the_stem_by_the_kernel_depth() -> None:
+@pytest.mark.parametrize("via", ["state_dict", "official_file"])
+def test_repeat_static_clip_scales_the_stem_by_the_kernel_depth(via: str, tmp_path) -> None:
     """``repeat`` keeps the static-clip property only up to the factor kt = 3 (the temporal kernel size) in the
     stem: on a static clip the patch embedding is ``kt * W*x + b``, not ``W*x + b`` (``(kt - 1) * W*x + b`` in the
     first token frame, whose window starts in the temporal zero padding). Past the stem the factor does not cancel
     (the bias and the residual stream are not scaled), so the features of the whole model are not compared."""
     image, video = _image(), _video(cls_token=False)
-    sd, _ = inflate_image_state_dict(image.state_dict(), video, "repeat")
-    video.load_state_dict(sd, strict=True)
+    _inflated(image, video, "repeat", via, tmp_path)
     frames = torch.randn(2, 3, SIZE, SIZE)  # (B, 3, H, W)
     clip = frames[:, :, None].expand(-1, -1, 8, -1, -1).contiguous()  # (B, 3, 8, H, W)
     bias = image.patch_embed.proj.bias  # (C,)
@@ -121,7 +137,7 @@ def test_repeat_static_clip_scales_the_stem_by_the_kernel_depth() -> None:
     kt = video.patch_embed.proj.kernel_size[0]
     expected = [(kt - 1 if t == 0 else kt) * (stem_image - bias) + bias for t in range(thw[0])]
     diff = max((per_frame[:, t] - e).abs().max().item() for t, e in enumerate(expected))
-    print(f"repeat, static clip: max |video stem - factor * image stem| = {diff:.2e} (factor {kt}, {kt - 1} at t=0)")
+    print(f"repeat ({via}), static clip: max |video stem - factor * image stem| = {diff:.2e} (factor {kt}, {kt - 1} at t=0)")
     assert diff < 1e-5
 
 
@@ -136,27 +152,28 @@ def test_mismatched_layout_fails_naming_the_switch() -> None:
 
 @pytest.mark.parametrize("mode", ["center", "repeat"])
 def test_presets_inflate_fully(mode: str) -> None:
-    """The real presets, shapes only (meta tensors, about a second): image S into the S 16x4 video preset, and an
-    IN-21K-layout L (class token, widening inside attention like ``mvitv2_l_cls``) into the L 40x3 preset, whose
-    class token it then provides. The IN-1K image L widens in the MLP (``dim_mul_in_att=False``) and cannot init
-    the shipped video L: the error names the switch."""
+    """The real presets, shapes only (meta tensors, about a second): image S into the S 16x4 video preset, the
+    IN-21K-layout L (``mvitv2_l_cls``: class token, widening inside attention) into the L 40x3 preset, whose class
+    token it then provides, and the IN-1K image L (widening in the MLP, ``dim_mul_in_att=False``) into its layout's
+    video preset ``mvitv2_l_40x3_in1k``. The IN-1K L cannot init the shipped video L: the error names the switch."""
     with torch.device("meta"):
         pairs = [
             (build_model("mvitv2_s"), build_model("mvitv2_s_16x4")),
-            (build_model("mvitv2_l", dim_mul_in_att=True, cls_token=True), build_model("mvitv2_l_40x3")),
+            (build_model("mvitv2_l_cls"), build_model("mvitv2_l_40x3")),
+            (build_model("mvitv2_l"), build_model("mvitv2_l_40x3_in1k")),
         ]
-        image_l_in1k = build_model("mvitv2_l")
+        image_l_in1k = pairs[2][0]
     for image, video in pairs:
         sd, report = inflate_image_state_dict(image.state_dict(), video, mode)
         assert sd.keys() == video.state_dict().keys()
         assert len(report.inflated) == 1 + 3 * len(video.blocks)
-        expected = {"head.projection.weight", "head.projection.bias"}  # 1000 image classes vs 400
+        expected = {"head.projection.weight", "head.projection.bias"}  # 1000 (or 19168) image classes vs 400
         expected |= set() if image.cls_token is not None else {"cls_token"}
         if mode == "repeat":
             expected |= {f"blocks.{i}.attn.rel_pos_t" for i in range(len(video.blocks))}
         assert set(report.left_at_init) == expected
         print(report.summary().splitlines()[0])
-    with pytest.raises(CheckpointMismatchError, match="dim_mul_in_att"):
+    with pytest.raises(CheckpointMismatchError, match=r"model\.dim_mul_in_att=false .* model\.name=mvitv2_l_40x3_in1k"):
         inflate_image_state_dict(image_l_in1k.state_dict(), pairs[1][1], mode)
 
 
