@@ -6,6 +6,8 @@ for ``init_mode``; the ``dim_mul_in_att`` layout switch is named when a checkpoi
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -198,6 +200,22 @@ def test_official_class_token_file_inflates_into_the_video_model(mode: str, tmp_
     assert set(report.left_at_init) >= {"head.projection.weight", "head.projection.bias"}
 
 
+@pytest.mark.slow
+def test_real_b_in21k_file_loads_and_inflates(tmp_path) -> None:
+    """The issue's end-to-end check at full size: an official-format ``MViTv2_B_in21k.pyth`` (random weights, 19168
+    classes, 260 MB) loads into ``mvitv2_b_cls`` as it is and inflates into ``mvitv2_b_32x3`` in both modes."""
+    sd = random_official(official_image_shapes(**OFFICIAL["mvitv2_b_cls"], num_classes=19168))
+    official_file(tmp_path / "MViTv2_B_in21k.pyth", sd)
+    image = load_pretrained(build_model("mvitv2_b_cls", num_classes=19168), tmp_path / "MViTv2_B_in21k.pyth")
+    assert all(torch.equal(v, sd[k].reshape(v.shape)) for k, v in image.state_dict().items())
+    for mode in ("center", "repeat"):
+        video = load_pretrained(build_model("mvitv2_b_32x3"), tmp_path / "MViTv2_B_in21k.pyth", init_mode=mode)
+        assert torch.equal(video.cls_token, sd["cls_token"]) and torch.equal(video.norm.weight, sd["norm.weight"])
+        kt = video.patch_embed.proj.weight.shape[2]
+        stem = video.patch_embed.proj.weight[:, :, kt // 2]  # (C, 3, 7, 7)
+        assert torch.equal(stem, sd["patch_embed.proj.weight"]), mode  # the centre slice, in both modes
+
+
 @pytest.mark.parametrize("mode", ["center", "repeat"])
 def test_real_in21k_layouts_inflate_into_the_video_presets(mode: str) -> None:
     """Shapes only (meta tensors): the official-layout B and L class-token files (``MViTv2_{B,L}_in21k.pyth``,
@@ -212,7 +230,7 @@ def test_real_in21k_layouts_inflate_into_the_video_presets(mode: str) -> None:
             print(preset, report.summary().splitlines()[0])
 
 
-def test_layout_switch_named_with_the_preset() -> None:
+def test_layout_switch_named_with_the_preset(tmp_path) -> None:
     """The IN-1K image L widens in the MLP: it cannot init ``mvitv2_l_40x3`` (the error names
     ``model.dim_mul_in_att`` and the preset to use) and fills ``mvitv2_l_40x3_in1k``; the same for a video
     checkpoint of one layout loaded into the other. Shapes only (meta tensors)."""
@@ -233,6 +251,14 @@ def test_layout_switch_named_with_the_preset() -> None:
     with pytest.raises(CheckpointMismatchError, match=r"model\.dim_mul_in_att=true \(train\.py: \+model") as err:
         convert_state_dict(build_model("mvitv2_tiny").state_dict(), "mvit_video", tiny)
     assert "model.name" not in str(err.value)
+
+    import hydra.utils
+
+    from .helpers import compose_cfg
+
+    override = re.search(r"train\.py: (\S+);", str(err.value))[1]  # what the message tells the user to type
+    cfg = compose_cfg(["model.name=mvitv2_tiny", "data.num_classes=4", override], tmp_path / "out", tmp_path / "data")
+    assert hydra.utils.instantiate(cfg.model).cfg.dim_mul_in_att is True
 
 
 def test_convert_checkpoint_script_reads_an_official_file(tmp_path) -> None:
