@@ -123,6 +123,21 @@ def test_stage1_initialises_from_an_image_checkpoint(tmp_path, caplog) -> None:
     _assert_inflated(net.state_dict(), image, cfg)
 
 
+def test_stage1_model_has_the_layout_of_the_in21k_image_l(tmp_path) -> None:
+    """Stage 1's model (not the tiny one) takes ``MViTv2_L_in21k.pyth``, whose layout is ``mvitv2_l_cls`` (class
+    token, widening inside attention: timm's ``mvitv2_large_cls``, spec §8.1): everything but its 19168-class head
+    is copied or inflated. Shapes only (meta tensors)."""
+    from mvit_video.models.inflate import inflate_image_state_dict
+    from mvit_video.models.registry import build_model
+
+    register_resolvers()
+    cfg = compose_cfg([f"experiment={STAGE1}"], tmp_path, tmp_path)
+    with torch.device("meta"):
+        video, image = train_module.instantiate(cfg.model), build_model("mvitv2_l_cls")
+    _, report = inflate_image_state_dict(image.state_dict(), video, "center")
+    assert sorted(report.left_at_init) == ["head.projection.bias", "head.projection.weight"]
+
+
 @pytest.mark.slow
 def test_stage1_trains_a_tiny_version_from_an_image_checkpoint(tmp_path, tiny_kinetics, monkeypatch) -> None:
     """``python train.py experiment=k400_mvitv2_l_in21k_stage1 debug=tiny init_from=IMAGE`` trains and validates
