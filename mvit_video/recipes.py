@@ -2,8 +2,11 @@
 
 ``OFFICIAL`` is what ``scripts/recipe_diff.py`` compares our resolved experiment configs with (config key ->
 official value, spec §2.1-2.3); ``PAPER`` is what ``scripts/model_report.py`` and the tests compare our built models
-with (parameters and GFLOPs per view, spec §0 and §3). Configs, tests and docstrings refer to these tables instead
-of restating the numbers. Standard library only: the scripts import it without torch.
+with (parameters and GFLOPs per view, spec §0 and §3); ``PAPER_VIEWS`` each experiment's row in the paper's result
+tables (GFLOPs x views, ``model_report.py --experiments``). The large-model recipes only the paper gives (§B.4) are
+recipes too; a value neither it nor a config gives is ``UNSOURCED``, and the experiment declares its choice. Configs,
+tests and docstrings refer to these tables instead of restating the numbers. Standard library only: the scripts
+import it without torch.
 """
 
 from __future__ import annotations
