@@ -318,7 +318,11 @@ class MViTv2(nn.Module):
         x = self._check_input(x)
         x, thw = self.patch_embed(x)  # (B, N, C0)
         if self.cls_token is not None:
-            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)  # (B, 1+N, C0)
+            # Expanded from (1, C0), so expand's backward sums into a fresh gradient even for B = 1; expanding the
+            # (1, 1, C0) parameter itself is a no-op then, and its gradient stays a slice of the token gradient,
+            # strided ((1+N)*C0, C0, 1): DDP warns "Grad strides do not match bucket view strides" and copies it strided.
+            cls = self.cls_token.squeeze(0).expand(x.shape[0], -1, -1)  # (B, 1, C0)
+            x = torch.cat((cls, x), dim=1)  # (B, 1+N, C0)
         for blk in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x, thw = torch.utils.checkpoint.checkpoint(blk, x, thw, use_reentrant=False)
