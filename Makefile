@@ -8,11 +8,13 @@ STAMP := $(VENV)/.installed
 #   make test-e2e   whole programs as users run them: notebooks, make demo, the benchmark's smoke run, signals to train.py
 #   make test-slow  heavier tests: big presets, longer trainings, README recipes in tiny form
 #   make test-slurm multi-node runs on a 2-node Slurm cluster on this host (root)
+#   make gpu-check  on a GPU machine: the tests with cuda joining cpu, then the GPU benchmark (scripts/gpu_check.sh);
+#                   `make gpu-check PY=python3` uses a python3 that holds torch and installs nothing
 PYTEST_FAST := -m "not e2e and not slow and not slurm"
 # FFmpeg's shared libraries for the torchcodec decoder (Debian 12 names; any FFmpeg 4-7 works).
 FFMPEG_DEBS := libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8
 
-.PHONY: install test test-e2e test-slow test-slurm demo train lint bench report clean
+.PHONY: install test test-e2e test-slow test-slurm gpu-check demo train lint bench report clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
@@ -42,6 +44,11 @@ test-slow: $(STAMP)
 test-slurm: $(STAMP)
 	scripts/slurm_cluster.sh install
 	$(PY) -m pytest -m slurm -q
+
+# Results in $(GPU_CHECK_OUT)/: benchmarks_gpu.md and the pytest logs. With PY=other, no .venv is made.
+GPU_CHECK_OUT ?= gpu-check
+gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),$(STAMP))
+	PY=$(PY) bash scripts/gpu_check.sh $(GPU_CHECK_OUT)
 
 demo: $(STAMP)
 	$(PY) train.py experiment=demo
