@@ -68,6 +68,9 @@ def test_forward_backward_every_param_gets_grad(name, shape, device):
 
 
 def test_grad_checkpointing_identical():
+    """Bit for bit on the CPU: the recompute runs the same deterministic kernels on the same inputs with the same RNG
+    state (drop path draws the same masks), so the backward sees the same activations (tests/test_ddp_checkpoint.py
+    checks the same under DDP)."""
     x = torch.randn(2, 3, 8, 64, 64)
     model = build_model("mvitv2_tiny", num_classes=5, drop_path_rate=0.2)
     torch.manual_seed(1)
@@ -78,8 +81,8 @@ def test_grad_checkpointing_identical():
     torch.manual_seed(1)
     out = _forward_backward(model, x)
     assert torch.equal(out, ref)
-    for g, p in zip(ref_grads, model.parameters()):
-        torch.testing.assert_close(p.grad, g, rtol=0, atol=1e-7)
+    unequal = [n for g, (n, p) in zip(ref_grads, model.named_parameters()) if not torch.equal(p.grad, g)]
+    assert not unequal
 
 
 @pytest.mark.parametrize("batch", [1, 2])
