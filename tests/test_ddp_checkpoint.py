@@ -79,7 +79,7 @@ def ddp_runs(tmp_path_factory) -> list[list[dict]]:
     with pytest.MonkeyPatch.context() as mpatch:
         mpatch.setenv("GLOO_SOCKET_IFNAME", "lo")
         mp.spawn(_worker, args=(str(tmp / "init"), str(tmp / "res")), nprocs=WORLD, join=True)
-    return [torch.load(Path(f"{tmp / 'res'}.{r}"), weights_only=False) for r in range(WORLD)]
+    return [torch.load(Path(f"{tmp / 'res'}.{r}")) for r in range(WORLD)]
 
 
 def test_checkpointed_ddp_gradients_equal_plain(ddp_runs):
