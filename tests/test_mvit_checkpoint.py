@@ -124,12 +124,12 @@ def test_official_file_gives_timms_logits(preset: str) -> None:
     """The same random official-layout weights: into our preset by ``source="mvit"``, into timm's model by timm's
     own ``checkpoint_filter_fn`` (official names -> timm's). Logits within the image parity bound of
     ``tests/test_timm_parity.py`` (1e-4, fp32), and every tensor bit-equal to what our ``timm`` source makes of
-    timm's state dict. At 96^2 (the official layout for that crop: only the tables are shorter; 224^2 is checked
+    timm's state dict. At 64^2 (the official layout for that crop: only the tables are shorter; 224^2 is checked
     by name and shape above), both models built on the meta device and given the file's tensors (a few seconds)."""
     timm = pytest.importorskip("timm")
     from timm.models.mvitv2 import checkpoint_filter_fn
 
-    size = 96
+    size = 64
     sd = random_official(official_image_shapes(**OFFICIAL[preset], num_classes=10, size=size))
     with torch.device("meta"):
         ref = timm.create_model(TIMM_MODELS[preset], pretrained=False, num_classes=10, img_size=size).eval()
