@@ -230,6 +230,16 @@ def test_real_in21k_layouts_inflate_into_the_video_presets(mode: str) -> None:
             print(preset, report.summary().splitlines()[0])
 
 
+def test_the_two_l_layouts_count_the_specs_parameters() -> None:
+    """Spec §2.5: the shipped K400-L config (widening in attention) has 213,390,112 parameters, the same with
+    DIM_MUL_IN_ATT False 217.75M (the SlowFast README says 217.6M, matching neither exactly)."""
+    with torch.device("meta"):
+        att, mlp = build_model("mvitv2_l_40x3"), build_model("mvitv2_l_40x3_in1k")
+    assert att.cfg.dim_mul_in_att and not mlp.cfg.dim_mul_in_att
+    assert sum(t.numel() for t in att.parameters()) == 213_390_112
+    assert round(sum(t.numel() for t in mlp.parameters()) / 1e6, 2) == 217.75
+
+
 def test_layout_switch_named_with_the_preset(tmp_path) -> None:
     """The IN-1K image L widens in the MLP: it cannot init ``mvitv2_l_40x3`` (the error names
     ``model.dim_mul_in_att`` and the preset to use) and fills ``mvitv2_l_40x3_in1k``; the same for a video
