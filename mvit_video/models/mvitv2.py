@@ -446,8 +446,8 @@ def mvitv2_h_cls(**kwargs) -> MViTv2:
 @register_model
 def mvitv2_l_40x3_in1k(**kwargs) -> MViTv2:
     """MViTv2-L 40x3 in the layout of the IN-1K image L (``MViTv2_L_in1k.pyth``, timm ``mvitv2_large``): widening
-    in the MLP (``dim_mul_in_att=False``), 217,747,696 parameters (400 classes). An IN-21K init (``MViTv2_L_in21k.pyth``,
-    ``mvitv2_l_cls``) needs ``mvitv2_l_40x3`` instead."""
+    in the MLP (``dim_mul_in_att=False``), 217,747,696 parameters, 2905.3 GFLOPs per view (400 classes). An IN-21K
+    init (``MViTv2_L_in21k.pyth``, ``mvitv2_l_cls``) needs ``mvitv2_l_40x3`` instead."""
     return _build(replace(_VIDEO_L, dim_mul_in_att=False), **kwargs)
 
 
