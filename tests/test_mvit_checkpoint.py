@@ -197,6 +197,10 @@ def test_official_class_token_file_inflates_into_the_video_model(mode: str, tmp_
     assert all(torch.equal(v, expected[k]) for k, v in video.state_dict().items())
     assert torch.equal(video.cls_token, image_sd["cls_token"]) and "cls_token" in report.copied
     assert len(report.inflated) == 1 + 3 * len(video.blocks)
+    pool = video.blocks[1].attn.pool_q.weight  # (C, 1, 3, 3, 3) from the file's Conv2d (C, 1, 3, 3)
+    slices = [1] if mode == "center" else [0, 1, 2]  # centre slice only, or every slice (kt = 3)
+    assert all(torch.equal(pool[:, :, t], image_sd["blocks.1.attn.pool_q.weight"]) for t in slices)
+    assert mode == "repeat" or not pool[:, :, [0, 2]].any()
     assert set(report.left_at_init) >= {"head.projection.weight", "head.projection.bias"}
 
 
