@@ -30,11 +30,6 @@ FORWARD_BOUND, BACKWARD_BOUND = 8 * U_BF16, 16 * U_BF16
 BLOCKS = {"stage1": (32, 32, 1, (4, 16, 16), (1, 1, 1), (1, 4, 4)), "transition": (32, 64, 2, (4, 16, 16), (1, 2, 2), (1, 2, 2))}
 
 
-@pytest.fixture(params=["cpu"])
-def device(request) -> str:  # until tests/conftest.py provides it (cpu, plus cuda where present)
-    return request.param
-
-
 def _rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual.double() - expected.double()).norm() / expected.double().norm()).item()
 
@@ -56,7 +51,7 @@ def test_attention_under_bf16_autocast_matches_fp64(block, impl, device):
     expected.backward(grad_out)
 
     x = x.requires_grad_()
-    with torch.autocast(device, dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         out, _ = attn(x, thw)
     assert out.dtype == torch.bfloat16  # autocast reached the attention
     out.float().backward(grad_out.float())
@@ -66,7 +61,7 @@ def test_attention_under_bf16_autocast_matches_fp64(block, impl, device):
     assert _rel_err(grads, torch.cat([p.grad.flatten() for p in exact.parameters()])) <= BACKWARD_BOUND
 
 
-def _train(module: L.LightningModule, batches: list[dict], device: str) -> list[torch.Tensor]:
+def _train(module: L.LightningModule, batches: list[dict], device: torch.device) -> list[torch.Tensor]:
     """``len(batches)`` optimiser steps at ``bf16-mixed``; the training losses, as returned by ``training_step``."""
     losses: list[torch.Tensor] = []
     step = module.training_step
@@ -78,7 +73,7 @@ def _train(module: L.LightningModule, batches: list[dict], device: str) -> list[
 
     module.training_step = recorded
     trainer = L.Trainer(
-        accelerator=device,
+        accelerator=device.type,
         devices=1,
         precision="bf16-mixed",
         max_steps=len(batches),

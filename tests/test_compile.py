@@ -33,11 +33,6 @@ COMPACT = dict(depths=(1, 1, 1), kv_stride=(1, 4, 4))
 FP32_BOUND = 1024 * torch.finfo(torch.float32).eps
 
 
-@pytest.fixture(params=["cpu"])
-def device(request) -> str:  # until tests/conftest.py provides it (cpu, plus cuda where present)
-    return request.param
-
-
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
     torch._dynamo.reset()  # no graph cached by another test, none left for the next
@@ -58,7 +53,7 @@ def _grads(model: torch.nn.Module) -> torch.Tensor:
     return flat
 
 
-def _classifier(device: str, **overrides) -> torch.nn.Module:
+def _classifier(device: torch.device, **overrides) -> torch.nn.Module:
     kw = dict(num_classes=5, drop_path_rate=0.0, head_dropout=0.0) | overrides  # no randomness: eager == compiled
     return build_model("mvitv2_tiny", **kw).to(device).train()
 
@@ -88,7 +83,7 @@ def test_classifier_compiles_in_one_graph_forward_and_backward(device):
     _check_fullgraph_train_step(model, (torch.randn(2, 3, 8, 64, 64, device=device),))  # (B, C, T, H, W)
 
 
-def _detector(device: str, **backbone) -> torch.nn.Module:
+def _detector(device: torch.device, **backbone) -> torch.nn.Module:
     net = build_model("mvitv2_tiny", num_classes=0, drop_path_rate=0.0, **backbone)
     return build_ava_detector(net, num_classes=80, dropout=0.0).to(device).train()
 

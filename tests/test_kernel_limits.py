@@ -14,11 +14,6 @@ from mvit_video.models.mvitv2 import MViTv2Config
 Grid = tuple[int, int, int]
 
 
-@pytest.fixture(params=["cpu"])
-def device(request) -> str:  # until tests/conftest.py provides it (cpu, plus cuda where present)
-    return request.param
-
-
 def _key_grids(cfg: MViTv2Config, thw: Grid) -> list[Grid]:
     """Each block's key grid for an input of ``thw`` frames x pixels, by the conv output-size arithmetic: the patch
     conv (kernel 3/1, 7, 7; stride 2/1, 4, 4; padding half the kernel), then per block the odd-kernel, half-padded
@@ -92,7 +87,7 @@ def test_every_preset_stays_within_the_limit_in_a_meta_forward(name, monkeypatch
         assert max(_head_dims_seen(model, thw, monkeypatch)) <= FUSED_HEAD_DIM_LIMIT, f"{name} at {case} {thw}"
 
 
-def _long_attention(height: int, device: str) -> tuple[MultiScaleAttention, torch.Tensor, Grid]:
+def _long_attention(height: int, device: torch.device) -> tuple[MultiScaleAttention, torch.Tensor, Grid]:
     """One head of 8 channels over a (1, height, 1) grid: kt + kh + kw = height + 2 extra dimensions, so the
     augmented head size crosses the limit cheaply (a few hundred tokens)."""
     thw = (1, height, 1)
@@ -134,7 +129,7 @@ def test_fused_cuda_kernels_run_at_the_limit_and_are_spared_beyond_it():
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     for height in (246, 247):
-        attn, x, thw = _long_attention(height, "cuda")
+        attn, x, thw = _long_attention(height, torch.device("cuda"))
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
             with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
                 out, _ = attn(x, thw)
