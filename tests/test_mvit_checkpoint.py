@@ -119,7 +119,12 @@ def test_the_key_list_is_our_image_model_mapped_back() -> None:
     assert {k: tuple(v.shape) for k, v in to_official(tiny).items()} == official_image_shapes(**OFFICIAL["tiny"])
 
 
-@pytest.mark.parametrize("preset", ["mvitv2_t", "mvitv2_s_cls", pytest.param("mvitv2_b_cls", marks=pytest.mark.slow)])
+SLOW = pytest.mark.slow  # the class-token presets: 35M and 65M random weights, several seconds each on 2 cores
+
+
+@pytest.mark.parametrize(
+    "preset", ["mvitv2_t", pytest.param("mvitv2_s_cls", marks=SLOW), pytest.param("mvitv2_b_cls", marks=SLOW)]
+)
 def test_official_file_gives_timms_logits(preset: str) -> None:
     """The same random official-layout weights: into our preset by ``source="mvit"``, into timm's model by timm's
     own ``checkpoint_filter_fn`` (official names -> timm's). Logits within the image parity bound of
