@@ -7,7 +7,7 @@
     scripts/gpu_check.sh OUT_DIR                # on a GPU machine: the tests on cuda, then the GPU steps (make gpu-check)
 
 inference: batch 1, fp32, ours / torchvision with the same weights, eager and ``torch.compile``d (``--compile``), and
-  the share of the measured fp32 matmul peak.
+  the share of the measured fp32 matmul peak (2048^3 products timed in the same rounds as the models).
 training: a step (batch 2, AdamW) of ours / torchvision / ours with activation checkpointing, eager and compiled,
   alternated. Peak memory, one method per device: CUDA, ``max_memory_allocated`` above what was allocated before the
   steps; CPU, the peak RSS (VmHWM, reset before the steps) above the RSS before them, in a fresh process per setting
@@ -130,6 +130,10 @@ def compiled(net, args: argparse.Namespace):
     import torch
 
     dynamo_limits()
+    if args.profile:  # inductor's generated CPU kernels show up in the profile under their own names
+        import torch._inductor.config
+
+        torch._inductor.config.cpp.enable_kernel_profile = True
     net = copy.deepcopy(net)
     if args.compile == "blocks":
         for blk in net.blocks:  # ours and torchvision's both keep their blocks in .blocks
@@ -163,13 +167,23 @@ def bench_inference(args: argparse.Namespace, device: str) -> dict:
         meta = build_model(ours.preset, num_classes=ours.num_classes, num_frames=x.shape[2], input_size=x.shape[-1])
     flops = 2 * count_gflops(meta, tuple(x.shape)) * 1e9  # multiply-adds -> FLOPs
     a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
-    out = {"peak_flops": 2 * 2048**3 / median_time(lambda: a @ b, 5, device)}
     nets = {"ours": ours, "torchvision": tv} if tv is not None else {"ours": ours}
     if args.compile != "none" and not out_of_time(args, COMPILE_RESERVE_S):
         nets |= {f"{k}_compiled": compiled(net, args) for k, net in list(nets.items())}
+    fns = {k: (lambda net=net: net(x)) for k, net in nets.items()}
+    fns["matmul"] = lambda: [a @ b for _ in range(5)]  # the peak, in the same rounds: the same machine state
     with torch.no_grad():
-        med, first = alternated({k: (lambda net=net: net(x)) for k, net in nets.items()}, args.repeats, device)
+        med, first = alternated(fns, args.repeats, device)
         logits = {k: net(x) for k, net in nets.items()}
+    out = {"peak_flops": 5 * 2 * 2048**3 / med["matmul"]}
+    if args.profile:  # where one inference of ours spends its time, compiled if it was
+        from torch.profiler import ProfilerActivity, profile
+
+        which = "ours_compiled" if "ours_compiled" in fns else "ours"
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            fns[which]()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile, max_name_column_width=70)
+        out["profile"] = f"{which}:\n{table}"
     for k in nets:
         out[f"{k}_s"], out[f"{k}_share"] = med[k], flops / med[k] / out["peak_flops"]
         if k.endswith("_compiled"):  # the compile's cost, and that it computes what the eager model does
@@ -573,6 +587,9 @@ def table(results: dict, args: argparse.Namespace, device: str, command: str) ->
     if data:
         rates = [f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in data["decoders"].items()]
         text += f"\nDecoder backends (training clips/s, same pipeline): {', '.join(rates)}\n"
+    if inf and "profile" in inf:
+        which, prof = inf["profile"].split(":\n", 1)
+        text += f"\nWhere one inference of {which} spends its time (torch.profiler, self CPU time):\n\n```\n{prof.strip()}\n```\n"
     if kern := ok.get("kernels"):
         text += kernels_section(kern)
     if thr := results.get("throughput"):
@@ -600,9 +617,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=20, help="data: batches timed per loader")
     parser.add_argument("--ava-rows", type=int, default=None, help="ava: detection rows (default 1,000,000; tiny 40,000)")
     parser.add_argument("--device", default=None, help="cuda where available, else cpu")
-    parser.add_argument("--compile", choices=["model", "blocks", "none"], default="model", help="compiled rows: scope")
+    parser.add_argument("--compile", choices=["blocks", "model", "none"], default="blocks", help="compiled rows: scope")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (tests: aot_eager, eager)")
     parser.add_argument("--batch", type=int, default=None, help="kernels, throughput: clips per batch (default: per preset)")
+    parser.add_argument("--profile", type=int, default=0, help="inference: the top N ops of one call of ours")
     parser.add_argument("--budget-s", type=float, default=None, help="skip rows that would start after this many seconds")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--data-dir", default=str(ROOT / "data"), help="where the synthetic Kinetics set is (made if absent)")
