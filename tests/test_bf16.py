@@ -61,8 +61,10 @@ def test_attention_under_bf16_autocast_matches_fp64(block, impl, device):
     assert _rel_err(grads, torch.cat([p.grad.flatten() for p in exact.parameters()])) <= BACKWARD_BOUND
 
 
-def _train(module: L.LightningModule, batches: list[dict], device: torch.device) -> list[torch.Tensor]:
-    """``len(batches)`` optimiser steps at ``bf16-mixed``; the training losses, as returned by ``training_step``."""
+def train_steps(
+    module: L.LightningModule, batches: list[dict], device: torch.device, precision: str = "bf16-mixed"
+) -> list[torch.Tensor]:
+    """``len(batches)`` optimiser steps at ``precision``; the training losses, as returned by ``training_step``."""
     losses: list[torch.Tensor] = []
     step = module.training_step
 
@@ -75,7 +77,7 @@ def _train(module: L.LightningModule, batches: list[dict], device: torch.device)
     trainer = L.Trainer(
         accelerator=device.type,
         devices=1,
-        precision="bf16-mixed",
+        precision=precision,
         max_steps=len(batches),
         logger=False,
         enable_checkpointing=False,
@@ -99,7 +101,7 @@ def test_bf16_mixed_trains_the_tiny_classifier(device):
     module = VideoClassificationModule(net, partial(torch.optim.AdamW, lr=1e-3), num_classes=4)
     logit_dtypes = _logit_dtypes(net.head.projection)
     batches = [{"video": torch.randn(2, 3, 8, 64, 64), "label": torch.tensor([i % 4, (i + 1) % 4])} for i in range(3)]
-    losses = _train(module, batches, device)
+    losses = train_steps(module, batches, device)
     assert len(losses) == 3 and logit_dtypes == [torch.bfloat16] * 3  # autocast was on for the model
     assert all(loss.dtype == torch.float32 and torch.isfinite(loss) for loss in losses)  # the loss itself in fp32
 
@@ -110,6 +112,6 @@ def test_bf16_mixed_trains_the_tiny_detector(device):
     logit_dtypes = _logit_dtypes(det.roi_head.projection)
     boxes = [batch["boxes"], batch["boxes"][:2], batch["boxes"]]  # the number of boxes varies by step
     batches = [dict(batch, boxes=b, labels=batch["labels"][: len(b)]) for b in boxes]
-    losses = _train(module, batches, device)
+    losses = train_steps(module, batches, device)
     assert len(losses) == 3 and logit_dtypes == [torch.bfloat16] * 3
     assert all(loss.dtype == torch.float32 and torch.isfinite(loss) for loss in losses)

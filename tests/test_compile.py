@@ -15,7 +15,9 @@ mechanism of ``mvitv2_tiny``; the inductor runs on the whole tiny model are mark
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -25,6 +27,10 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 from mvit_video.models import build_model
 from mvit_video.models.detector import build_ava_detector
+from mvit_video.tasks.classification import VideoClassificationModule
+from mvit_video.tasks.detection import AVADetectionModule
+
+from .test_bf16 import train_steps
 
 # Strided and unit-stride pooling, q pooling with widening transitions, cls token, rel-pos in 3 blocks (tiny has 5).
 COMPACT = dict(depths=(1, 1, 1), kv_stride=(1, 4, 4))
@@ -115,6 +121,49 @@ def test_detector_compiles_in_one_graph_and_box_counts_reuse_it(device):
         torch._dynamo.mark_dynamic(boxes, 0)
         _assert_close(compiled(video, boxes), det(video, boxes))  # with grad: grad mode is part of the guards
     assert compiled.counter.frame_count == 1
+
+
+def _detection_batches() -> list[dict]:
+    """Three AVA batches with 3, 2 and 4 boxes."""
+    labels = torch.zeros(len(BOXES), 80)  # (K, 80) multi-hot
+    labels[0, [0, 11]] = labels[1, 4] = labels[2, 79] = labels[3, 3] = 1
+    video = torch.randn(2, 3, 8, 64, 64)  # (B, C, T, H, W)
+    return [{"video": video, "boxes": torch.tensor(BOXES[:k]), "labels": labels[:k]} for k in (3, 2, 4)]
+
+
+def test_detection_task_trains_compiled_with_one_graph_for_any_box_count(device):
+    """``AVADetectionModule(compile=...)``: steps with 3, 2 and 4 boxes train through one graph (the task marks the
+    box count dynamic). Dynamo alone decides recompiles: the ``eager`` backend tells it cheaply."""
+    counter = CompileCounterWithBackend("eager")
+    module = AVADetectionModule(_detector(device, **COMPACT), torch.optim.AdamW, class_ids=[1, 5], compile={"backend": counter})
+    losses = train_steps(module, _detection_batches(), device, "32-true")
+    assert counter.frame_count == 1 and torch.isfinite(torch.stack(losses)).all()
+
+
+@pytest.mark.slow
+def test_detection_task_compiled_with_aot_autograd_gives_eager_losses(device):
+    det = _detector(device, **COMPACT)
+    optimizer = partial(torch.optim.SGD, lr=0.1)  # plain steps: the losses after an update compare too
+    batches = _detection_batches()
+    eager = AVADetectionModule(copy.deepcopy(det), optimizer, class_ids=[1, 5])
+    expected = train_steps(eager, batches, device, "32-true")
+    counter = CompileCounterWithBackend("aot_eager")
+    module = AVADetectionModule(det, optimizer, class_ids=[1, 5], compile={"backend": counter})
+    losses = train_steps(module, batches, device, "32-true")
+    assert counter.frame_count == 1
+    _assert_close(torch.stack(losses), torch.stack(expected))
+
+
+def test_classification_task_compiles_the_net_only_when_asked(device):
+    model = _classifier(device, depths=(1, 1)).eval()
+    assert VideoClassificationModule(model, torch.optim.AdamW, num_classes=5).net_fn == model.forward  # the default
+    counter = CompileCounterWithBackend("eager")
+    module = VideoClassificationModule(model, torch.optim.AdamW, num_classes=5, compile={"backend": counter})
+    assert module.state_dict().keys() == VideoClassificationModule(model, torch.optim.AdamW, num_classes=5).state_dict().keys()
+    x = torch.randn(2, 3, 8, 64, 64, device=device)  # (B, C, T, H, W)
+    with torch.no_grad():
+        _assert_close(module.net_fn(x), model(x))
+    assert counter.frame_count == 1
 
 
 def test_one_compile_per_shape_bucket_not_per_step(device):

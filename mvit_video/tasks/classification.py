@@ -22,6 +22,20 @@ log = logging.getLogger(__name__)
 TEST_PREFIXES = ("test", TIME_SHUFFLED)  # what test loader i is logged as
 
 
+COMPILE_DEFAULTS: dict[str, Any] = {"fullgraph": True, "dynamic": False}
+
+
+def compiled(fn: Callable[..., Any], options: bool | dict[str, Any]) -> Callable[..., Any]:
+    """``fn`` under ``torch.compile`` when ``options`` asks for it (``True``, or ``torch.compile`` keyword arguments
+    over ``COMPILE_DEFAULTS``), else ``fn`` itself. ``dynamic=False``: the token grids are Python ints, so each input
+    shape (B, T, H, W) compiles once and is reused (a train crop and a last smaller batch: two graphs; up to
+    ``torch._dynamo.config.recompile_limit``). ``fullgraph=True``: the models have no graph break; one would be an
+    error, not a silent slowdown. A bound method is compiled, not the module: the state dict keeps its keys."""
+    if not options:
+        return fn
+    return torch.compile(fn, **(COMPILE_DEFAULTS | (options if isinstance(options, dict) else {})))
+
+
 def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """mean_b sum_k -y_bk log softmax(z)_bk (targets not renormalised, as the official loss)."""
     return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
@@ -33,7 +47,8 @@ class VideoClassificationModule(L.LightningModule):
     ``optimizer``: ``partial(torch.optim.AdamW, lr=..., weight_decay=...)`` (weight decay is moved into param
     groups). ``scheduler``: ``partial(warmup_cosine, warmup_epochs=..., ...)``, called with the optimiser,
     steps per epoch and max epochs, stepped every optimiser step. ``metadata``: the datamodule's preprocessing
-    (``datamodule.metadata()``), written into every checkpoint for ``inference.load``.
+    (``datamodule.metadata()``), written into every checkpoint for ``inference.load``. ``compile``: run the net
+    through ``torch.compile`` (``compiled``: ``True``, or ``torch.compile`` keyword arguments).
 
     Test: the first test loader is logged as ``test/*``, a second one (the datamodule's time-shuffle control) as
     ``test_time_shuffled/*``.
@@ -50,10 +65,12 @@ class VideoClassificationModule(L.LightningModule):
         layer_decay: float = 1.0,
         grad_checkpointing: bool = False,
         metadata: dict[str, Any] | None = None,
+        compile: bool | dict[str, Any] = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "mixup", "metadata"], logger=False)
         self.net = net
+        self.net_fn = compiled(net.forward, compile)  # the net, compiled or not (not a submodule: no new keys)
         if grad_checkpointing:
             net.set_grad_checkpointing(True)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -76,7 +93,7 @@ class VideoClassificationModule(L.LightningModule):
             video, target = self.mixup(video, labels)
         else:
             target = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
-        logits = self.net(video)  # (B, K)
+        logits = self.net_fn(video)  # (B, K)
         loss = soft_target_cross_entropy(logits, target)
         self.train_top1(logits, labels)
         # sync_dist: the logged loss is the global batch's (mean over ranks), comparable across world sizes
@@ -92,7 +109,7 @@ class VideoClassificationModule(L.LightningModule):
     def _score(self, metric: MultiViewAccuracy, batch: dict[str, Any], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and labels of the readable videos of a batch (the others are counted, not scored)."""
         self.unreadable[prefix].update(batch.get("unreadable", ()))
-        logits = self.net(batch["video"])  # (B, K)
+        logits = self.net_fn(batch["video"])  # (B, K)
         valid = batch["valid"] if "valid" in batch else torch.ones_like(batch["label"], dtype=torch.bool)
         logits, labels = logits[valid], batch["label"][valid]
         view = batch["view"] if "view" in batch else torch.zeros_like(batch["video_index"])  # one view per video

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..data.sampling import gather_lists
 from ..metrics.ava import AVAFrameMAP
-from .classification import checkpoint_metadata
+from .classification import checkpoint_metadata, compiled
 from .optim import configure_optimizers
 
 DetectionRow = tuple[str, int, tuple[float, ...], list[float]]  # (video id, second, box x1 y1 x2 y2, class scores)
@@ -46,7 +46,9 @@ class AVADetectionModule(L.LightningModule):
 
     ``class_ids``: the evaluated action ids (``train.run`` gives the datamodule's label map, the official
     whitelist, when the config leaves them null). ``metadata``: the datamodule's preprocessing, written into every
-    checkpoint. Evaluation batches carry ``video_ids`` (one per box) for the detections CSV.
+    checkpoint. Evaluation batches carry ``video_ids`` (one per box) for the detections CSV. ``compile``: as
+    ``VideoClassificationModule``'s; the boxes' count is marked dynamic, so a new number of boxes per batch reuses
+    the graph (one more for a single box, which dynamo specialises).
     """
 
     def __init__(
@@ -57,9 +59,12 @@ class AVADetectionModule(L.LightningModule):
         class_ids: list[int] | None = None,
         detections_dir: str | None = None,
         metadata: dict[str, Any] | None = None,
+        compile: bool | dict[str, Any] = False,
     ) -> None:
         super().__init__()
         self.net = net
+        self.logits_fn, self.probs_fn = compiled(net.logits, compile), compiled(net.forward, compile)
+        self.dynamic_boxes = bool(compile)  # mark the box count dynamic (only then: it imports torch._dynamo)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.class_ids = list(class_ids) if class_ids else None
         self.detections_dir = detections_dir
@@ -80,14 +85,21 @@ class AVADetectionModule(L.LightningModule):
         meta["detector"] = {"num_classes": self.net.roi_head.projection.out_features}
         checkpoint["mvit_video"] = meta
 
+    def _mark_boxes(self, batch: dict[str, Any]) -> None:
+        """Compiled: K boxes, any K, one graph (``dynamic=False`` would compile one per K otherwise)."""
+        if self.dynamic_boxes:
+            torch._dynamo.maybe_mark_dynamic(batch["boxes"], 0)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        logits = self.net.logits(batch["video"], batch["boxes"])  # (K, 80), bf16 under autocast
+        self._mark_boxes(batch)
+        logits = self.logits_fn(batch["video"], batch["boxes"])  # (K, 80), bf16 under autocast
         loss = detection_loss(logits, batch["labels"])
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["video"]), sync_dist=True)
         return loss
 
     def _eval_step(self, batch: dict[str, Any], metric: AVAFrameMAP) -> None:
-        probs = self.net(batch["video"], batch["boxes"]).float()
+        self._mark_boxes(batch)
+        probs = self.probs_fn(batch["video"], batch["boxes"]).float()
         code = lambda k: k[:, 0] * 100_000 + k[:, 1]  # noqa: E731  one integer per (video, second)
         metric.update(
             code(batch["keys"]), batch["ori_boxes"], probs, code(batch["gt_keys"]), batch["gt_boxes"], batch["gt_labels"] > 0.5
