@@ -10,9 +10,11 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
+from torchvision.ops import roi_align
 
 from mvit_video.models import build_model
 from mvit_video.models.attention import MultiScaleAttention
+from mvit_video.models.detector import ROIActionHead
 from mvit_video.tasks.classification import VideoClassificationModule
 from mvit_video.tasks.detection import AVADetectionModule
 
@@ -59,6 +61,21 @@ def test_attention_under_bf16_autocast_matches_fp64(block, impl, device):
     assert _rel_err(x.grad, x64.grad) <= BACKWARD_BOUND
     grads = torch.cat([p.grad.flatten() for p in attn.parameters()])
     assert _rel_err(grads, torch.cat([p.grad.flatten() for p in exact.parameters()])) <= BACKWARD_BOUND
+
+
+def test_roi_head_in_bf16_keeps_the_box_coordinates():
+    """A bf16 detector (weights and map in bf16) pools at the boxes' exact coordinates: AVA's full-resolution inputs
+    are wider than 256 px, where bf16 would round a corner by up to 1 px (2 px beyond 512). (Before, with the boxes
+    cast to the map's dtype, torchvision's CPU ROIAlign refused bf16 altogether.)"""
+    head = ROIActionHead(16, 3, dropout=0.0).bfloat16()
+    fmap = torch.randn(1, 16, 2, 12, 20).bfloat16()  # (B, C, T, H, W): a 384 x 640 input at stride 32
+    boxes = torch.tensor([[0, 301.3, 17.7, 517.9, 250.1], [0, 260.5, 100.3, 630.7, 383.2]])  # (K, 5), not bf16 values
+    pooled: list[torch.Tensor] = []
+    head.projection.register_forward_pre_hook(lambda m, args: pooled.append(args[0]))
+    head(fmap, boxes)
+    expected = roi_align(fmap.mean(dim=2).float(), boxes, 7, 1 / 32, sampling_ratio=0, aligned=True).amax(dim=(2, 3))
+    assert pooled[0].dtype == torch.bfloat16
+    assert _rel_err(pooled[0], expected) <= U_BF16  # the one rounding of the pooled features to bf16
 
 
 def train_steps(

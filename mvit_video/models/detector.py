@@ -33,7 +33,9 @@ class ROIActionHead(nn.Module):
         if boxes.ndim != 2 or boxes.shape[1] != 5:
             raise ValueError(f"boxes must be (K, 5): batch index, x1, y1, x2, y2; got shape {tuple(boxes.shape)}")
         x = fmap.mean(dim=2)  # (B, C, H, W): average over the whole temporal extent
-        x = roi_align(x, boxes.to(x.dtype), self.resolution, self.spatial_scale, sampling_ratio=0, aligned=True)
+        # In fp32: a bf16 box corner (8 significand bits) would move by up to 1 px beyond 256, 2 px beyond 512.
+        rois = roi_align(x.float(), boxes.float(), self.resolution, self.spatial_scale, sampling_ratio=0, aligned=True)
+        x = rois.to(x.dtype)  # (K, C, 7, 7)
         x = x.amax(dim=(2, 3))  # (K, C): max pool over the 7x7 grid
         return self.projection(self.dropout(x))  # (K, classes) logits
 
