@@ -6,7 +6,8 @@ Shapes: compile with ``dynamic=False``. The token grids are Python ints that siz
 keys, so every (batch, frames, height, width) is one specialised graph, compiled once; a dataloader gives one or two
 such buckets (train crop, the last smaller batch), and up to ``torch._dynamo.config.recompile_limit`` (8) are kept.
 The detector's box count varies every step: mark dim 0 of ``boxes`` dynamic (``torch._dynamo.mark_dynamic``) and
-the graph is reused for any count (one extra graph for a single box, which dynamo specialises).
+the graph is reused for any count (one extra graph for a single box, which dynamo specialises). The tasks do both
+with ``compile=True`` (``mvit_video.tasks.classification.compiled``).
 
 Tracing dominates the cost on CPU, and it grows with the blocks, so the unmarked tests trace the ``aot_eager`` backend
 (dynamo + AOT autograd, the graphs inductor would get, no code generation) on a 3-block tiny model that keeps every
