@@ -280,6 +280,39 @@ def run_convert_checkpoint(tokens, request, tmp):
     assert "all keys and shapes match" in res.stdout and out.is_file()
 
 
+def run_train_l_in21k(tokens, request, tmp):
+    """The paper's two L stages in tiny form: stage 1 from an IN-21K-like image checkpoint (the tiny class-token image
+    model in the official mvit file format, inflated by the experiment's init_mode), stage 2 from the tiny
+    classification checkpoint (a video model)."""
+    from mvit_video.models import build_model
+
+    image = build_model("mvitv2_tiny", video=False, num_frames=1, num_classes=10, cls_token=True)
+    pyth = tmp / "MViTv2_tiny_in21k.pyth"
+    torch.save({"model_state": image.state_dict()}, pyth)
+    places = {
+        **_kinetics_places(request),
+        "/ckpts/MViTv2_L_in21k.pyth": str(pyth),
+        "/ckpts/k400_l_16x4.ckpt": str(_fix(request, "cls_ckpt")),
+    }
+    res = train(substitute(tokens, places), tmp / "run", _fix(request, "data_dir"), extra=(f"data.num_classes={NUM_CLASSES}",))
+    assert (tmp / "run" / "checkpoints" / "last.ckpt").is_file()
+    if "stage1" in tokens[2]:
+        assert "inflate (center)" in res.stdout + res.stderr  # the image checkpoint went through the inflation
+
+
+def run_train_images(tokens, request, tmp):
+    """An image recipe in tiny form: ``data.root`` gets a small synthetic ImageFolder tree (class names with spaces);
+    ``data=image_synthetic`` writes its own into the runs' data dir."""
+    from mvit_video.data.synthetic_images import ImageSpec, make_synthetic_images
+
+    root = make_synthetic_images(tmp / "imagenet", ImageSpec(num_classes=NUM_CLASSES, train_per_class=4, val_per_class=2))
+    cmd = [t for t in substitute(tokens, {"/data/imagenet": str(root)}) if t != "debug=tiny"]  # train() adds it
+    extra = () if "data=image_synthetic" in cmd else (f"data.num_classes={NUM_CLASSES}",)
+    train(cmd, tmp / "run", _fix(request, "data_dir"), extra=extra)
+    ckpt = torch.load(tmp / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["mvit_video"]["model"]["video"] is False
+
+
 def run_ava_train(tokens, request, tmp):
     """An AVA recipe in tiny form. ``init_from`` gets the tiny classification checkpoint (a classifier's head and all),
     ``data.root`` the synthetic AVA set under the official file names."""
@@ -429,7 +462,12 @@ def run_pip_install(tokens, request, tmp):
 
 
 def run_model_report(tokens, request, tmp):
-    """The model report, for one preset (all of them take minutes of FLOP counting)."""
+    """The model report, for one preset (all of them take minutes of FLOP counting); ``--experiments`` as written
+    (FLOPs counted on meta tensors)."""
+    if "--experiments" in tokens:
+        res = run(tokens)
+        assert "every experiment with a paper row has its views and GFLOPs" in res.stdout, res.stdout
+        return
     res = run([*tokens, "--only", "mvitv2_s_16x4"] if "--only" not in tokens else tokens)
     assert "all parameter counts equal" in res.stdout, res.stdout
 
@@ -498,7 +536,9 @@ RUNNERS: list[Entry] = [
     Entry(r"^python train\.py experiment=demo\b", run_demo),
     Entry(r"^python train\.py .*train=false .*ckpt_path=", run_evaluate),
     Entry(r"^python train\.py data=kinetics data\.root=\S+ data\.num_classes=\S+$", run_own_dataset),
+    Entry(r"^python train\.py experiment=k[0-9]+_mvitv2_l_in21k_stage[12] ", run_train_l_in21k, mark="slow"),
     Entry(r"^python train\.py experiment=k[0-9]+_mvitv2_\w+ ", run_train_kinetics, mark="slow"),
+    Entry(r"^python train\.py experiment=in1k_mvitv2_\w+ ", run_train_images, mark="slow"),
     Entry(r"^python train\.py experiment=ava_", run_ava_train, mark="slow"),
     Entry(r"^python train\.py experiment=ssv2_", run_ssv2, mark="slow"),
     Entry(r"^python scripts/prepare_kinetics\.py ", run_prepare_kinetics),
