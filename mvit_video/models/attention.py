@@ -18,9 +18,9 @@ from torch import nn
 
 Grid = tuple[int, int, int]
 
-# The largest head size of the fused SDPA kernels: PyTorch's flash attention (CUDA) takes head sizes <= 256, and its
-# memory-efficient kernel is only tuned up to there. Beyond it the folded rel-pos dimensions would leave only the
-# math kernel (or, with a forced backend, "no available kernel"), so the sdpa path takes the reference path instead.
+# The largest head size of PyTorch's flash attention (CUDA): beyond it a forced flash backend fails with "no available
+# kernel", and otherwise only slower kernels remain (the generic memory-efficient variant, math), where the folded
+# rel-pos dimensions cost more than the explicit bias: the sdpa path takes the reference path instead.
 FUSED_HEAD_DIM_LIMIT = 256
 
 
