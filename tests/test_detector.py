@@ -7,16 +7,16 @@ from mvit_video.models import build_model
 from mvit_video.models.detector import build_ava_detector
 
 
-def test_detector_forward_backward():
-    det = build_ava_detector(build_model("mvitv2_tiny", num_classes=0), num_classes=80)
-    video = torch.randn(2, 3, 8, 64, 64)
-    boxes = torch.tensor([[0, 4.0, 4.0, 40.0, 60.0], [1, 10.0, 0.0, 63.0, 30.0], [1, 0.0, 0.0, 64.0, 64.0]])
+def test_detector_forward_backward(device):
+    det = build_ava_detector(build_model("mvitv2_tiny", num_classes=0), num_classes=80).to(device)
+    video = torch.randn(2, 3, 8, 64, 64, device=device)
+    boxes = torch.tensor([[0, 4.0, 4.0, 40.0, 60.0], [1, 10.0, 0.0, 63.0, 30.0], [1, 0.0, 0.0, 64.0, 64.0]], device=device)
     probs = det(video, boxes)
     assert probs.shape == (3, 80) and (probs > 0).all() and (probs < 1).all()
     det.eval()  # the head's dropout off: forward is the sigmoid of the logits the loss takes
     assert torch.allclose(det(video, boxes), torch.sigmoid(det.logits(video, boxes)))
     det.train()
-    target = torch.zeros(3, 80)
+    target = torch.zeros(3, 80, device=device)
     target[0, 11] = target[2, 79] = 1
     torch.nn.functional.binary_cross_entropy(probs, target).backward()
     assert all(p.grad is not None for p in det.parameters())
