@@ -130,10 +130,13 @@ def compiled(net, args: argparse.Namespace):
     import torch
 
     dynamo_limits()
-    if args.profile:  # inductor's generated CPU kernels show up in the profile under their own names
+    if args.profile or args.freezing:
         import torch._inductor.config
 
-        torch._inductor.config.cpp.enable_kernel_profile = True
+        # --profile: inductor's generated CPU kernels show up in the profile under their own names. --freezing:
+        # weights folded in as constants, prepacked for oneDNN (no-grad graphs only; training graphs ignore it).
+        torch._inductor.config.cpp.enable_kernel_profile = bool(args.profile)
+        torch._inductor.config.freezing = args.freezing
     net = copy.deepcopy(net)
     if args.compile == "blocks":
         for blk in net.blocks:  # ours and torchvision's both keep their blocks in .blocks
@@ -467,7 +470,7 @@ def fmt_s(value) -> str:
 
 def compile_label(args: argparse.Namespace) -> str:
     scope = "the whole model" if args.compile == "model" else "each block"
-    return f"torch.compile ({args.compile_backend}, {scope})"
+    return f"torch.compile ({args.compile_backend}, {scope}{', freezing' if args.freezing else ''})"
 
 
 def inference_rows(inf: dict, net: str, args: argparse.Namespace) -> list:
@@ -620,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", choices=["blocks", "model", "none"], default="blocks", help="compiled rows: scope")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (tests: aot_eager, eager)")
     parser.add_argument("--batch", type=int, default=None, help="kernels, throughput: clips per batch (default: per preset)")
+    parser.add_argument("--freezing", action="store_true", help="inductor freezing (CPU inference; with --compile model)")
     parser.add_argument("--profile", type=int, default=0, help="inference: the top N ops of one call of ours")
     parser.add_argument("--budget-s", type=float, default=None, help="skip rows that would start after this many seconds")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))

@@ -57,7 +57,7 @@ def test_throughput_rows_past_the_budget_are_listed_as_skipped(tmp_path):
 
 def test_compiled_rows_and_share_of_peak_in_the_table():
     """The compiled inference rows: times, the compile, ours / torchvision, and the share of the matmul peak."""
-    args = argparse.Namespace(tiny=False, compile="blocks", compile_backend="inductor", repeats=3)
+    args = argparse.Namespace(tiny=False, compile="blocks", compile_backend="inductor", freezing=False, repeats=3)
     peak, flops = 1e11, 2 * 64.46e9
     inf = {"peak_flops": peak, "ours_s": 2.0, "torchvision_s": 2.5, "ratio": 0.8, "max_logit_diff": 1e-6}
     inf |= {"ours_compiled_s": 1.6, "torchvision_compiled_s": 2.0, "ours_compiled_first_s": 90.0}
