@@ -101,3 +101,12 @@ def test_checkpointed_ddp_gradients_equal_plain(ddp_runs):
     # Not vacuous: block 0 (drop-path rate 0, so never dropped) gets gradients in every parameter. Some of the last
     # block's are 0 by design: only its cls token reaches the head, and cls queries are neither pooled nor biased.
     assert all(g.abs().sum() > 0 for n, g in first[0]["grads"].items() if n.startswith("blocks.0."))
+
+
+def test_ddp_sees_no_warning_and_gradients_strided_like_parameters(ddp_runs):
+    """DDP compares grad and bucket-view strides literally (size-1 dims too); the warning fires once per process."""
+    for rank, runs in enumerate(ddp_runs):
+        for run, cfg in zip(runs, RUNS):
+            assert run["warnings"] == [], (rank, cfg)
+            for step in run["steps"]:
+                assert not {n: s for n, s in step["strides"].items() if s[0] != s[1]}, (rank, cfg)

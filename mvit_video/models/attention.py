@@ -202,7 +202,10 @@ class MultiScaleAttention(nn.Module):
         cls, x = x.split([1, length - 1], dim=1) if self.has_cls else (None, x)
         x = x.reshape(b, *thw, n * c).permute(0, 4, 1, 2, 3)  # (B, n*C, T, H, W), a channels-last view
         x = x.contiguous(memory_format=torch.channels_last_3d)
-        weight = pool.weight.repeat(n, 1, 1, 1, 1)  # (n*C, 1, kt, kh, kw): channel h*C + c uses weight c
+        # (n*C, 1, kt, kh, kw): channel h*C + c uses weight c. expand + reshape, not repeat: its backward sums over
+        # the heads into a fresh, contiguous gradient, where repeat passed the conv's channels-last weight gradient
+        # through for one head (DDP: "grad strides do not match bucket view strides", a copy per bucket every step)
+        weight = pool.weight.expand(n, *pool.weight.shape).reshape(n * c, *pool.weight.shape[1:])
         x = depthwise_conv3d(x, weight, pool.stride, pool.padding)  # (B, n*C, T', H', W')
         new_thw = (x.shape[2], x.shape[3], x.shape[4])
         x = x.permute(0, 2, 3, 4, 1).reshape(b, -1, n, c)  # (B, N', n, C), a view when the conv kept channels-last
