@@ -196,7 +196,7 @@ def fit_to_model(
         # classifier has nowhere to go, so it is dropped rather than reported as unexpected.
         report.dropped = [k for k in sd if k.startswith("head.")]
         if report.dropped:
-            log.info("the model has no classifier head: dropping the checkpoint's %s", ", ".join(report.dropped))
+            log.info("the model has no classifier head: dropping the checkpoint's %s", ", ".join(sorted(report.dropped)))
             sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
     if not strict_head:
         for key in ("head.projection.weight", "head.projection.bias"):
