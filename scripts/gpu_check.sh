@@ -53,11 +53,9 @@ fi
 "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" || echo "gpu-check: no CUDA device: the tests and benchmark run on CPU only"
 
 # xdist workers where the plugin is there: each takes 2 CPU threads (tests/conftest.py); GPU work is small per test.
-# test_notebooks.py (e2e tests only) imports nbformat at its top: without nbformat it is left out, not a collection error.
 opts=(-q -p no:cacheprovider)
 workers=$(nproc)
 "$PY" -c "import xdist" 2>/dev/null && [ "$workers" -ge 4 ] && opts+=(-n $((workers / 2)))
-"$PY" -c "import nbformat" 2>/dev/null || opts+=(--ignore=tests/test_notebooks.py)
 status=0
 timeout -k 10 150 "$PY" -m pytest -m "not e2e and not slow and not slurm" "${opts[@]}" 2>&1 \
 	| tee "$OUT/pytest_fast.log" | tail -n 40 || status=1

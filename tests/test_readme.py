@@ -528,7 +528,7 @@ RUNNERS: list[Entry] = [
     Entry(r"-m hydra/launcher=slurm", run_slurm),
     Entry(r"ckpt_path=last", run_resume, mark="slow"),
     Entry(r"^(kill|scancel|timeout) ", run_signal),
-    Entry(r"^make (install|test-e2e|test-slow|test-slurm|lint|bench|report|clean)$", run_make_target),
+    Entry(r"^make (install|test-e2e|test-slow|test-slurm|gpu-check|lint|bench|report|clean)$", run_make_target),
     Entry(r"^pip install ", run_pip_install),
     Entry(r"^python scripts/model_report\.py", run_model_report, mark="slow"),
     Entry(r"^python scripts/recipe_diff\.py", run_recipe_diff),

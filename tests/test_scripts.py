@@ -34,7 +34,7 @@ def test_convert_checkpoint_reports_and_writes(tmp_path):
     assert bad.returncode == 1 and "missing keys" in bad.stderr
 
 
-@pytest.mark.e2e  # every benchmark step on the tiny preset, with two memory-measuring processes: 30-90 s
+@pytest.mark.e2e  # every benchmark step on the tiny preset (inductor compiles it per block), 2 memory processes: ~2.5 min
 def test_benchmark_smoke_run_writes_its_table(tmp_path):
     """The benchmark on the tiny preset: it runs end to end and writes the markdown table (numbers not judged)."""
     out = tmp_path / "bench.md"
