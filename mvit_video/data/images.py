@@ -31,6 +31,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from ..recipes import IMAGENET_MEAN, IMAGENET_STD
 from .augment import ClipRandAugment, CubeRandomErasing
 from .base import VideoDataModule
 from .clips import ClipDataset, collate_clips
@@ -68,8 +69,8 @@ class ImageTransform:
         val_crop_ratio: float = 0.875,
         interpolation: str = "bicubic",
         flip: bool = True,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
+        mean: Sequence[float] = tuple(IMAGENET_MEAN),
+        std: Sequence[float] = tuple(IMAGENET_STD),
         rand_augment: str | None = None,
         erase_prob: float = 0.0,
     ) -> None:
@@ -160,8 +161,8 @@ class ImageFolderDataModule(VideoDataModule):
         val_crop_ratio: float = 0.875,
         interpolation: str = "bicubic",
         flip: bool = True,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
+        mean: Sequence[float] = tuple(IMAGENET_MEAN),
+        std: Sequence[float] = tuple(IMAGENET_STD),
         rand_augment: str | None = None,
         erase_prob: float = 0.0,
         batch_size: int = 32,
