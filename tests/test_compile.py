@@ -157,7 +157,20 @@ def test_detection_task_compiled_with_aot_autograd_gives_eager_losses(device):
 
 def test_classification_task_compiles_the_net_only_when_asked(device):
     model = _classifier(device, depths=(1, 1)).eval()
-    assert VideoClassificationModule(model, torch.optim.AdamW, num_classes=5).net_fn == model.forward  # the default
+    plain = VideoClassificationModule(model, torch.optim.AdamW, num_classes=5)  # the default: the net itself is called
+    seen = []
+    model.register_forward_hook(lambda module, args, out: seen.append(out.shape))  # a user's hook runs
+    with torch.no_grad():
+        plain._score(
+            plain.val_views,
+            {
+                "video": torch.randn(2, 3, 8, 64, 64, device=device),
+                "label": torch.zeros(2, dtype=torch.long, device=device),
+                "video_index": torch.arange(2, device=device),
+            },
+            "val",
+        )
+    assert plain.net_fn is None and seen == [(2, 5)]
     counter = CompileCounterWithBackend("eager")
     module = VideoClassificationModule(model, torch.optim.AdamW, num_classes=5, compile={"backend": counter})
     assert module.state_dict().keys() == VideoClassificationModule(model, torch.optim.AdamW, num_classes=5).state_dict().keys()

@@ -25,14 +25,15 @@ TEST_PREFIXES = ("test", TIME_SHUFFLED)  # what test loader i is logged as
 COMPILE_DEFAULTS: dict[str, Any] = {"fullgraph": True, "dynamic": False}
 
 
-def compiled(fn: Callable[..., Any], options: bool | dict[str, Any]) -> Callable[..., Any]:
+def compiled(fn: Callable[..., Any], options: bool | dict[str, Any]) -> Callable[..., Any] | None:
     """``fn`` under ``torch.compile`` when ``options`` asks for it (``True``, or ``torch.compile`` keyword arguments
-    over ``COMPILE_DEFAULTS``), else ``fn`` itself. ``dynamic=False``: the token grids are Python ints, so each input
-    shape (B, T, H, W) compiles once and is reused (a train crop and a last smaller batch: two graphs; up to
-    ``torch._dynamo.config.recompile_limit``). ``fullgraph=True``: the models have no graph break; one would be an
-    error, not a silent slowdown. A bound method is compiled, not the module: the state dict keeps its keys."""
+    over ``COMPILE_DEFAULTS``), else None: the caller then calls the module itself, so its hooks run.
+    ``dynamic=False``: the token grids are Python ints, so each input shape (B, T, H, W) compiles once and is reused
+    (a train crop and a last smaller batch: two graphs; up to ``torch._dynamo.config.recompile_limit``).
+    ``fullgraph=True``: the models have no graph break; one would be an error, not a silent slowdown. A bound method
+    is compiled, not the module: the state dict keeps its keys."""
     if not options:
-        return fn
+        return None
     return torch.compile(fn, **(COMPILE_DEFAULTS | (options if isinstance(options, dict) else {})))
 
 
@@ -70,7 +71,7 @@ class VideoClassificationModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "mixup", "metadata"], logger=False)
         self.net = net
-        self.net_fn = compiled(net.forward, compile)  # the net, compiled or not (not a submodule: no new keys)
+        self.net_fn = compiled(net.forward, compile)  # the compiled net or None (not a submodule: no new keys)
         if grad_checkpointing:
             net.set_grad_checkpointing(True)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -93,7 +94,7 @@ class VideoClassificationModule(L.LightningModule):
             video, target = self.mixup(video, labels)
         else:
             target = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
-        logits = self.net_fn(video)  # (B, K)
+        logits = (self.net_fn or self.net)(video)  # (B, K)
         loss = soft_target_cross_entropy(logits, target)
         self.train_top1(logits, labels)
         # sync_dist: the logged loss is the global batch's (mean over ranks), comparable across world sizes
@@ -109,7 +110,7 @@ class VideoClassificationModule(L.LightningModule):
     def _score(self, metric: MultiViewAccuracy, batch: dict[str, Any], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and labels of the readable videos of a batch (the others are counted, not scored)."""
         self.unreadable[prefix].update(batch.get("unreadable", ()))
-        logits = self.net_fn(batch["video"])  # (B, K)
+        logits = (self.net_fn or self.net)(batch["video"])  # (B, K)
         valid = batch["valid"] if "valid" in batch else torch.ones_like(batch["label"], dtype=torch.bool)
         logits, labels = logits[valid], batch["label"][valid]
         view = batch["view"] if "view" in batch else torch.zeros_like(batch["video_index"])  # one view per video

@@ -63,7 +63,8 @@ class AVADetectionModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.net = net
-        self.logits_fn, self.probs_fn = compiled(net.logits, compile), compiled(net.forward, compile)
+        self.logits_fn = compiled(net.logits, compile) or net.logits
+        self.probs_fn = compiled(net.forward, compile)  # None: call the net itself
         self.dynamic_boxes = bool(compile)  # mark the box count dynamic (only then: it imports torch._dynamo)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.class_ids = list(class_ids) if class_ids else None
@@ -99,7 +100,7 @@ class AVADetectionModule(L.LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], metric: AVAFrameMAP) -> None:
         self._mark_boxes(batch)
-        probs = self.probs_fn(batch["video"], batch["boxes"]).float()
+        probs = (self.probs_fn or self.net)(batch["video"], batch["boxes"]).float()
         code = lambda k: k[:, 0] * 100_000 + k[:, 1]  # noqa: E731  one integer per (video, second)
         metric.update(
             code(batch["keys"]), batch["ori_boxes"], probs, code(batch["gt_keys"]), batch["gt_boxes"], batch["gt_labels"] > 0.5
