@@ -4,6 +4,8 @@ logic on CPU with the tiny preset, so a mistake in them does not cost a GPU run;
 with make -n."""
 
 import argparse
+import functools
+import os
 import re
 import runpy
 import shutil
@@ -75,9 +77,12 @@ def test_compiled_rows_and_share_of_peak_in_the_table():
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make on this machine (a bare GPU image may lack it)")
 def test_make_gpu_check_with_another_python_installs_nothing():
     """`make gpu-check PY=python3` (a GPU machine's own python, no network) runs the script and no pip install."""
-    res = subprocess.run(["make", "-n", "gpu-check", "PY=python3"], cwd=ROOT, capture_output=True, text=True, check=True)
+    # as from a shell: under `make test` the parent make's variables would make this one print "Entering directory"
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    dry_run = functools.partial(subprocess.run, cwd=ROOT, capture_output=True, text=True, check=True, env=env)
+    res = dry_run(["make", "-n", "gpu-check", "PY=python3"])
     assert res.stdout.strip().splitlines() == ["PY=python3 bash scripts/gpu_check.sh gpu-check"]
-    res = subprocess.run(["make", "-n", "gpu-check"], cwd=ROOT, capture_output=True, text=True, check=True)
+    res = dry_run(["make", "-n", "gpu-check"])
     assert res.stdout.strip().splitlines()[-1] == "PY=.venv/bin/python bash scripts/gpu_check.sh gpu-check"
 
 
