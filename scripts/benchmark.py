@@ -332,7 +332,9 @@ def bench_kernels(args: argparse.Namespace, device: str) -> dict:
                     with sdpa_kernel([backend]):
                         res["backends"][name] = median_time(sdpa_fwd_bwd(calls, device), args.repeats, device)
                 except RuntimeError:  # the reason is in the dispatcher's warnings (CUDA); none on CPU
-                    reasons = [str(w.message).split("\n")[0] for w in caught if "because" in str(w.message)]
+                    # the dispatcher warns per backend: a header line, then its reasons; keep the reasons
+                    lines = [m.strip() for w in caught for m in str(w.message).split("\n")]
+                    reasons = [m for m in lines if m and "not used because" not in m and "Triggered internally" not in m]
                     res["backends"][name] = "rejected" + (f" ({reasons[0][:150]})" if reasons else "")
         res["default_s"] = median_time(sdpa_fwd_bwd(calls, device), args.repeats, device)
         with profile(activities=[ProfilerActivity.CPU]) as prof:

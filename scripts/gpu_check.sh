@@ -9,7 +9,7 @@
 #   scripts/gpu_check.sh wheels                     # here, with network: the packages a bare GPU image lacks, in .whl/
 #
 # On a GPU machine without network whose python3 has torch, torchvision, lightning, torchmetrics, timm, pytest and
-# pytest-xdist but not hydra-core, omegaconf, av or pytorchvideo (this workplace's device machine), carry `.whl`
+# pytest-xdist but not hydra-core, omegaconf, av or pytorchvideo (a bare GPU image without network), carry `.whl`
 # (made by `scripts/gpu_check.sh wheels`) and run this one line (carry: [".whl"]):
 #   bash scripts/gpu_check.sh "$OUT"
 # The wheels in .whl/ are installed offline into /tmp/site (pip --no-index); nothing is fetched.

@@ -142,8 +142,8 @@ def depthwise_conv3d(x: torch.Tensor, weight: torch.Tensor, stride: Grid, paddin
 
 # The pooling convs' input layout per device. CPU: channels-last, which our depthwise backward is fast in. CUDA:
 # NCDHW, because cuDNN computes a channels-last depthwise 3-D weight gradient in bf16 with one small kernel per
-# slice (18,720 launches in one MViTv2-S step). Measured on an H200 (docs/benchmarks.md), training clips/s of S 16x224^2,
-# batch 8: bf16 13.4 -> 78.4, fp32 33.5 -> 42.1; B 32x224^2, batch 4, bf16: 2.8 -> 25.2.
+# slice (18,720 launches in one MViTv2-S step): a bf16 training step was slower than fp32 until this (the H200
+# measurements before and after are in docs/benchmarks.md, GPU section).
 POOL_LAYOUT = {"cpu": torch.channels_last_3d}
 
 

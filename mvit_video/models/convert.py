@@ -317,8 +317,9 @@ def load_pretrained(
 ) -> nn.Module:
     """Load a checkpoint file of any supported source into ``model`` (shapes checked, tables resized).
     ``init_mode`` (``center`` or ``repeat``): the file holds an image model, inflated into the video ``model`` by
-    ``inflate.inflate_image_state_dict``; its report (every tensor not copied) is logged. An image file for a
-    video model without ``init_mode`` raises :class:`CheckpointMismatchError` asking for one."""
+    ``inflate.inflate_image_state_dict``; its report (every tensor not copied) is logged, and a classifier of
+    another size is left at init whatever ``strict_head`` says (an image head never fits a video task's). An image
+    file for a video model without ``init_mode`` raises :class:`CheckpointMismatchError` asking for one."""
     obj = load_file(path)
     source = guess_source(obj) if source == "auto" else source
     try:
