@@ -5,11 +5,16 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import lightning as L
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from mvit_video.data.synthetic import SyntheticSpec, make_synthetic_kinetics
+from mvit_video.models import build_model
+from mvit_video.models.detector import build_ava_detector
 
+AVA_TEST_CLASSES = [1, 5, 12, 80]  # the evaluated ids of the tiny detector tests
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 TINY_SPEC = SyntheticSpec(
     num_classes=4,
@@ -146,3 +151,43 @@ def run_script(name: str, *args) -> subprocess.CompletedProcess:
         except SystemExit as e:  # argparse's usage errors
             code = e.code if isinstance(e.code, int) else 1
     return subprocess.CompletedProcess([name, *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
+def tiny_detector_and_batch():
+    """The tiny AVA detector (no dropout, seeded) and one batch of 2 clips, 3 boxes, multi-hot labels over 80."""
+    torch.manual_seed(0)
+    det = build_ava_detector(build_model("mvitv2_tiny", num_classes=0, drop_path_rate=0.0), num_classes=80, dropout=0.0)
+    video = torch.randn(2, 3, 8, 64, 64)  # (B, C, T, H, W)
+    boxes = torch.tensor([[0, 4.0, 4.0, 40.0, 60.0], [1, 10.0, 0.0, 63.0, 30.0], [1, 0.0, 0.0, 64.0, 64.0]])  # (K, 5)
+    labels = torch.zeros(3, 80)  # (K, 80) multi-hot
+    labels[0, [0, 11]] = labels[1, 4] = labels[2, 79] = 1
+    return det, {"video": video, "boxes": boxes, "labels": labels}
+
+
+def train_steps(
+    module: L.LightningModule, batches: list[dict], device: torch.device, precision: str = "bf16-mixed"
+) -> list[torch.Tensor]:
+    """``len(batches)`` optimiser steps at ``precision``; the training losses, as returned by ``training_step``."""
+    losses: list[torch.Tensor] = []
+    step = module.training_step
+
+    def recorded(batch, batch_idx):
+        loss = step(batch, batch_idx)
+        losses.append(loss.detach())
+        return loss
+
+    module.training_step = recorded
+    trainer = L.Trainer(
+        accelerator=device.type,
+        devices=1,
+        precision=precision,
+        max_steps=len(batches),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    return losses

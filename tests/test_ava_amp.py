@@ -3,17 +3,14 @@ refused under CUDA autocast), equal to the official BCE on sigmoid outputs, and 
 
 from functools import partial
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mvit_video.models import build_model
-from mvit_video.models.detector import build_ava_detector
 from mvit_video.tasks.detection import AVADetectionModule
 
-CLASSES = [1, 5, 12, 80]
+from .helpers import AVA_TEST_CLASSES, tiny_detector_and_batch, train_steps
 
 
 class _OpRecorder(TorchDispatchMode):
@@ -28,48 +25,19 @@ class _OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _detector_and_batch():
-    torch.manual_seed(0)
-    det = build_ava_detector(build_model("mvitv2_tiny", num_classes=0, drop_path_rate=0.0), num_classes=80, dropout=0.0)
-    video = torch.randn(2, 3, 8, 64, 64)  # (B, C, T, H, W)
-    boxes = torch.tensor([[0, 4.0, 4.0, 40.0, 60.0], [1, 10.0, 0.0, 63.0, 30.0], [1, 0.0, 0.0, 64.0, 64.0]])  # (K, 5)
-    labels = torch.zeros(3, 80)  # (K, 80) multi-hot
-    labels[0, [0, 11]] = labels[1, 4] = labels[2, 79] = 1
-    return det, {"video": video, "boxes": boxes, "labels": labels}
-
-
 def _one_training_step(det, batch, precision: str) -> tuple[torch.Tensor, set[str], list[torch.dtype]]:
     """One optimiser step through Lightning at ``precision``: (loss, aten ops run, dtypes of the head's output)."""
-    seen: list[torch.Tensor] = []
-
-    class Recorded(AVADetectionModule):
-        def training_step(self, batch, batch_idx):
-            loss = super().training_step(batch, batch_idx)
-            seen.append(loss.detach())
-            return loss
-
-    module = Recorded(det, partial(torch.optim.AdamW, lr=1e-4), class_ids=CLASSES)
+    module = AVADetectionModule(det, partial(torch.optim.AdamW, lr=1e-4), class_ids=AVA_TEST_CLASSES)
     head_dtypes: list[torch.dtype] = []
     det.roi_head.projection.register_forward_hook(lambda m, i, out: head_dtypes.append(out.dtype))
-    trainer = L.Trainer(
-        accelerator="cpu",
-        precision=precision,
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
     recorder = _OpRecorder()
     with recorder:
-        trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None))
-    return seen[0], recorder.ops, head_dtypes
+        (loss,) = train_steps(module, [batch], torch.device("cpu"), precision)
+    return loss, recorder.ops, head_dtypes
 
 
 def test_training_loss_equals_bce_on_sigmoid_outputs():
-    det, batch = _detector_and_batch()
+    det, batch = tiny_detector_and_batch()
     with torch.no_grad():
         expected = F.binary_cross_entropy(det(batch["video"], batch["boxes"]), batch["labels"])  # the official loss
     loss, _, _ = _one_training_step(det, batch, "32-true")
@@ -77,7 +45,7 @@ def test_training_loss_equals_bce_on_sigmoid_outputs():
 
 
 def test_bf16_mixed_training_step_has_an_fp32_loss_and_no_op_refused_by_autocast():
-    det, batch = _detector_and_batch()
+    det, batch = tiny_detector_and_batch()
     with torch.no_grad():
         reference = F.binary_cross_entropy(det(batch["video"], batch["boxes"]), batch["labels"]).item()
     loss, ops, head_dtypes = _one_training_step(det, batch, "bf16-mixed")

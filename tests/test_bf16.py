@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 from functools import partial
 
-import lightning as L
 import pytest
 import torch
 from torchvision.ops import roi_align
@@ -18,7 +17,7 @@ from mvit_video.models.detector import ROIActionHead
 from mvit_video.tasks.classification import VideoClassificationModule
 from mvit_video.tasks.detection import AVADetectionModule
 
-from .test_ava_amp import CLASSES, _detector_and_batch
+from .helpers import AVA_TEST_CLASSES, tiny_detector_and_batch, train_steps
 
 U_BF16 = 2.0**-8  # bf16's unit roundoff: 8 significand bits
 # Forward: the longest chain of bf16 roundings in an attention block is x, W_qkv -> qkv -> pooled q/k/v (conv) ->
@@ -81,35 +80,6 @@ def test_roi_head_in_bf16_keeps_the_box_coordinates():
     assert _rel_err(pooled[0], expected) <= U_BF16  # the one rounding of the pooled features to bf16
 
 
-def train_steps(
-    module: L.LightningModule, batches: list[dict], device: torch.device, precision: str = "bf16-mixed"
-) -> list[torch.Tensor]:
-    """``len(batches)`` optimiser steps at ``precision``; the training losses, as returned by ``training_step``."""
-    losses: list[torch.Tensor] = []
-    step = module.training_step
-
-    def recorded(batch, batch_idx):
-        loss = step(batch, batch_idx)
-        losses.append(loss.detach())
-        return loss
-
-    module.training_step = recorded
-    trainer = L.Trainer(
-        accelerator=device.type,
-        devices=1,
-        precision=precision,
-        max_steps=len(batches),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
-    return losses
-
-
 def _logit_dtypes(head: torch.nn.Module) -> list[torch.dtype]:
     dtypes: list[torch.dtype] = []
     head.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
@@ -127,8 +97,8 @@ def test_bf16_mixed_trains_the_tiny_classifier(device):
 
 
 def test_bf16_mixed_trains_the_tiny_detector(device):
-    det, batch = _detector_and_batch()  # tests/test_ava_amp.py checks one step's loss against the official BCE
-    module = AVADetectionModule(det, partial(torch.optim.AdamW, lr=1e-3), class_ids=CLASSES)
+    det, batch = tiny_detector_and_batch()  # tests/test_ava_amp.py checks one step's loss against the official BCE
+    module = AVADetectionModule(det, partial(torch.optim.AdamW, lr=1e-3), class_ids=AVA_TEST_CLASSES)
     logit_dtypes = _logit_dtypes(det.roi_head.projection)
     boxes = [batch["boxes"], batch["boxes"][:2], batch["boxes"]]  # the number of boxes varies by step
     batches = [dict(batch, boxes=b, labels=batch["labels"][: len(b)]) for b in boxes]

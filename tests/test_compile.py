@@ -31,7 +31,7 @@ from mvit_video.models.detector import build_ava_detector
 from mvit_video.tasks.classification import VideoClassificationModule
 from mvit_video.tasks.detection import AVADetectionModule
 
-from .test_bf16 import train_steps
+from .helpers import train_steps
 
 # Strided and unit-stride kv pooling, q pooling in a widening transition, cls token, rel-pos: 2 blocks (tiny has 5).
 COMPACT = dict(depths=(1, 1), kv_stride=(1, 2, 2))
