@@ -15,7 +15,7 @@ from mvit_video.data.annotations import DatasetFormatError, read_classnames, rea
 from mvit_video.data.kinetics import KineticsDataModule
 
 from .helpers import compose_cfg, run_script
-from .video_zoo import ffmpeg
+from .video_zoo import H264, ffmpeg
 
 CLASSES = ("air drumming", "café au lait", "playing ice hockey")  # sorted: the labels prepare_kinetics gives
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
@@ -50,21 +50,7 @@ def class_tree(tmp_path_factory) -> Path:
     sources = []
     for i, size in enumerate(("64x48", "48x64")):
         sources.append(root.parent / f"src{i}.mp4")
-        ffmpeg(
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc=s={size}:r=15",
-            "-t",
-            "1",
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            "-preset",
-            "ultrafast",
-            str(sources[-1]),
-        )
+        ffmpeg("-f", "lavfi", "-i", f"testsrc=s={size}:r=15", "-t", "1", *H264, str(sources[-1]))  # the zoo's H.264
     for split, per_class in (("train", 2), ("val", 1)):
         for c, name in enumerate(CLASSES):
             for j in range(per_class):
