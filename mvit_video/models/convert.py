@@ -159,7 +159,7 @@ def _refuse_image_for_video(sd: dict[str, torch.Tensor], target: dict[str, torch
     """An image stem (temporal kernel 1) for a video stem (kt > 1): loading it needs a choice of inflation, made
     by the caller, never by default (``center`` and ``repeat`` train differently; the paper and PySlowFast differ)."""
     key = "patch_embed.proj.weight"
-    if key in sd and key in target and sd[key].ndim == 5 and sd[key].shape[2] == 1 < target[key].shape[2]:
+    if _has_image_stem(sd) and key in target and target[key].shape[2] > 1:
         raise CheckpointMismatchError(
             f"the checkpoint holds an image model ({key} {tuple(sd[key].shape)}, a 2-D kernel) and the model is a "
             f"video model ({tuple(target[key].shape)}): pass init_mode=center (the paper: the 2-D kernel in the centre "
