@@ -199,20 +199,26 @@ def bench_inference(args: argparse.Namespace, device: str) -> dict:
     return out
 
 
-def train_step(net, x, device: str, dtype=None):
-    """A closure running one training step of ``net`` at ``x``'s batch (forward, backward, AdamW); ``dtype``:
-    autocast (bf16) around the forward and the loss, whose ``cross_entropy`` autocast runs in fp32."""
+def autocast(device: str, dtype=None):
+    """``torch.autocast`` at ``dtype`` (bf16), or no context for fp32 / None."""
     import contextlib
 
     import torch
 
+    return torch.autocast(device, dtype=dtype) if dtype not in (None, torch.float32) else contextlib.nullcontext()
+
+
+def train_step(net, x, device: str, dtype=None):
+    """A closure running one training step of ``net`` at ``x``'s batch (forward, backward, AdamW); ``dtype``:
+    autocast (bf16) around the forward and the loss, whose ``cross_entropy`` autocast runs in fp32."""
+    import torch
+
     y = torch.randint(0, 10, (x.shape[0],), device=device)  # (B,)
     opt = torch.optim.AdamW(net.train().parameters(), lr=1e-4)
-    cast = lambda: torch.autocast(device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with cast():
+        with autocast(device, dtype):
             loss = torch.nn.functional.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
@@ -350,21 +356,18 @@ def bench_kernels(args: argparse.Namespace, device: str) -> dict:
 
 def throughput_row(net, x, device: str, dtype, mode: str, args: argparse.Namespace) -> dict:
     """Clips/s of the forward (no grad) and of the training step, each step's peak memory (CUDA), the compile time."""
-    import contextlib
-
     import torch
 
     row: dict = {}
     net = compiled(net, args) if mode == "compiled" else net
     net.set_grad_checkpointing(mode == "checkpointing")
-    cast = lambda: torch.autocast(device, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
     def forward():
         net.eval()
-        with torch.no_grad(), cast():
+        with torch.no_grad(), autocast(device, dtype):
             net(x)
 
-    step = train_step(net, x, device, None if dtype == torch.float32 else dtype)
+    step = train_step(net, x, device, dtype)
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
