@@ -184,3 +184,37 @@ def test_more_than_one_frame_is_refused(tmp_path):
     which debug/tiny_data/imagenet.yaml sets back to 1) would feed an image model sized for 8 frames."""
     with pytest.raises(ValueError, match="data.num_frames must be 1"):
         _dm(tmp_path, num_frames=8)
+
+
+# Lossless files written by the ffmpeg CLI in the pixel formats cameras, scanners and editors write; each decodes to
+# exactly the RGB that ffmpeg itself shows (16-bit: both keep the high byte, within one level of rounding).
+FFMPEG_IMAGES = {
+    "rgb.png": ("rgb24", 0),
+    "rgba.png": ("rgba", 0),  # alpha dropped by both, not composited
+    "grey.png": ("gray", 0),
+    "grey_alpha.png": ("ya8", 0),
+    "palette.png": ("pal8", 0),
+    "deep.png": ("rgb48be", 1),
+    "scan.bmp": ("bgr24", 0),
+    "scan.tiff": ("rgb24", 0),
+    # JPEG: luminance only (no chroma upsampling, where decoders legitimately differ). Each decoder's IDCT is within
+    # IEEE 1180's peak error of 1 level of the exact one, so the two are within 2 of each other
+    "grey.jpg": ("gray", 2),
+}
+
+
+@pytest.mark.parametrize("name", FFMPEG_IMAGES)
+def test_reads_images_the_ffmpeg_cli_wrote_as_ffmpeg_shows_them(tmp_path, name):
+    from .video_zoo import ffmpeg, ffmpeg_frames, has_ffmpeg
+
+    if not has_ffmpeg():
+        pytest.skip("the ffmpeg CLI is not installed (Debian: apt install ffmpeg)")
+    pix_fmt, levels = FFMPEG_IMAGES[name]
+    path = tmp_path / "train" / "a class" / name
+    path.parent.mkdir(parents=True)
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64", "-frames:v", "1", "-pix_fmt", pix_fmt, str(path))
+    ours = load_image(str(path))  # (1, 3, H, W) uint8
+    reference = ffmpeg_frames(path)  # (1, 3, H, W) uint8, ffmpeg's own decode
+    assert ours.shape == reference.shape == (1, 3, 64, 96)
+    assert (ours.int() - reference.int()).abs().max() <= levels
+    assert ImageFolderDataModule(str(tmp_path), num_classes=1).items("train") == [(str(path), 0)]  # scanned as an image
