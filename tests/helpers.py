@@ -191,3 +191,17 @@ def train_steps(
     )
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
     return losses
+
+
+def _final_state(out: Path):
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return ckpt["global_step"], ckpt["state_dict"], ckpt["optimizer_states"][0]["state"]
+
+
+def assert_same_final_state(out: Path, plain_out: Path, steps: int = 8) -> None:
+    """The run in ``out`` ended where the uninterrupted run in ``plain_out`` did: step, weights, AdamW moments."""
+    (step, sd, opt), (plain_step, plain_sd, plain_opt) = _final_state(out), _final_state(plain_out)
+    assert step == plain_step == steps
+    for key, value in plain_sd.items():
+        torch.testing.assert_close(sd[key], value, rtol=0, atol=1e-6, msg=key)
+    torch.testing.assert_close(opt[0]["exp_avg"], plain_opt[0]["exp_avg"], rtol=0, atol=1e-7)

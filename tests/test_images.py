@@ -19,7 +19,7 @@ from mvit_video.models.convert import load_pretrained
 from mvit_video.recipes import IMAGENET_MEAN, IMAGENET_STD
 from mvit_video.train import run
 
-from .helpers import compose_cfg
+from .helpers import assert_same_final_state, compose_cfg
 
 # 4 classes: ImageNet's first two synsets, a name with spaces, one that sorts first (upper case)
 NAMES = ["n01440764", "n01443537", "great white shark", "Zebra"]
@@ -218,3 +218,20 @@ def test_reads_images_the_ffmpeg_cli_wrote_as_ffmpeg_shows_them(tmp_path, name):
     assert ours.shape == reference.shape == (1, 3, 64, 96)
     assert (ours.int() - reference.int()).abs().max() <= levels
     assert ImageFolderDataModule(str(tmp_path), num_classes=1).items("train") == [(str(path), 0)]  # scanned as an image
+
+
+def test_image_run_stopped_by_a_preemption_signal_resumes_exactly(tmp_path):
+    """The image path keeps the stop-and-resume guarantee of the video one: SIGUSR2 mid-epoch checkpoints at the next
+    batch end and exits; ``ckpt_path=last`` then ends where an uninterrupted run ends (weights, AdamW moments)."""
+    base = ["experiment=in1k_mvitv2_t", "debug=tiny", "data=image_synthetic", "trainer.max_epochs=2"]
+    base += ["data.batch_size=2", "trainer.limit_train_batches=3", "test=false", "data.num_workers=0"]  # 3 steps/epoch
+    data = tmp_path / "data"
+    run(compose_cfg(base, tmp_path / "plain", data))
+    signal_cb = ["+callbacks.signal._target_=tests.helpers.SignalAtStep", "+callbacks.signal.step=1"]
+    with pytest.raises(SystemExit) as stop:
+        run(compose_cfg([*base, *signal_cb], tmp_path / "pre", data))
+    assert stop.value.code == 128 + 12  # 128 + SIGUSR2
+    saved = torch.load(tmp_path / "pre" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 2 and saved["epoch"] == 0 and saved["ImageFolderDataModule"]["batches"] == 2
+    run(compose_cfg([*base, "ckpt_path=last"], tmp_path / "pre", data))
+    assert_same_final_state(tmp_path / "pre", tmp_path / "plain", steps=6)

@@ -6,7 +6,7 @@ import torch
 
 from mvit_video.train import run
 
-from .helpers import compose_cfg
+from .helpers import assert_same_final_state, compose_cfg
 
 # debug=tiny's model and trainer, all batches of the 16/8/8-video dataset
 BASE = [
@@ -70,20 +70,6 @@ def test_lightning_checkpoint_loads_into_a_fresh_model(tmp_path, tiny_kinetics):
     assert torch.equal(model.head.projection.weight, saved["net.head.projection.weight"])
 
 
-def _final_state(out):
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    return ckpt["global_step"], ckpt["state_dict"], ckpt["optimizer_states"][0]["state"]
-
-
-def _assert_same_final_state(out, plain_out, steps: int = 8) -> None:
-    """The run in ``out`` ended where the uninterrupted run in ``plain_out`` did: step, weights, AdamW moments."""
-    (step, sd, opt), (plain_step, plain_sd, plain_opt) = _final_state(out), _final_state(plain_out)
-    assert step == plain_step == steps
-    for key, value in plain_sd.items():
-        torch.testing.assert_close(sd[key], value, rtol=0, atol=1e-6, msg=key)
-    torch.testing.assert_close(opt[0]["exp_avg"], plain_opt[0]["exp_avg"], rtol=0, atol=1e-7)
-
-
 def test_preemption_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, tiny_kinetics):
     """SIGUSR2 after step 2 of a 2-epoch run (4 steps per epoch); the checkpoint follows at the next batch end
     (step 3, mid-epoch); exit; resume: the final
@@ -112,7 +98,7 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, t
     assert saved["KineticsDataModule"] == {"epoch": 0, "batches": 3}
 
     run(_cfg(tmp_path / "pre", tiny_kinetics, [*common, "ckpt_path=last"]))
-    _assert_same_final_state(tmp_path / "pre" / "out", tmp_path / "plain" / "out")
+    assert_same_final_state(tmp_path / "pre" / "out", tmp_path / "plain" / "out")
     # the resumed run continued metrics.csv: the first part's rows kept, none twice
     rows = list(csv.DictReader((tmp_path / "pre" / "out" / "metrics.csv").open()))
     assert [int(r["step"]) for r in rows if r.get("train/loss_step")] == list(range(8))
@@ -130,7 +116,7 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, t
     crash = tmp_path / "crash" / "out" / "checkpoints" / "crash.ckpt"
     assert torch.load(crash, map_location="cpu", weights_only=True)["global_step"] == 5
     run(_cfg(tmp_path / "crash", tiny_kinetics, [*common, f"ckpt_path={crash}"]))
-    _assert_same_final_state(tmp_path / "crash" / "out", tmp_path / "plain" / "out")
+    assert_same_final_state(tmp_path / "crash" / "out", tmp_path / "plain" / "out")
 
 
 def test_resume_last_without_checkpoint_fails_with_a_hint(tmp_path, tiny_kinetics):
@@ -206,7 +192,7 @@ def test_resume_from_end_of_epoch_checkpoint_with_workers_is_exact(tmp_path, tin
     saved = torch.load(copy, map_location="cpu", weights_only=True)  # the end of epoch 0
 
     run(_cfg(tmp_path / "resumed", tiny_kinetics, [*common, "ckpt_path=last"]))
-    _assert_same_final_state(tmp_path / "resumed" / "out", tmp_path / "plain" / "out")
+    assert_same_final_state(tmp_path / "resumed" / "out", tmp_path / "plain" / "out")
     assert saved["global_step"] == 4 and saved["KineticsDataModule"] == {"epoch": 1, "batches": 0}  # next: epoch 1
 
 
