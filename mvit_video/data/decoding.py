@@ -20,12 +20,16 @@ libavcodec59 libavformat59 libavdevice59 libavfilter8 libswscale6``).
 
 Any failure to read a file raises ``VideoReadError`` naming it (``DecordMisreadError`` for decord 0.6's 4-channel
 misreads of some frame widths).
+
+A video held in memory (``VideoBytes``: a sample of a shard, ``data/streaming.py``) goes wherever a path does: every
+decoder reads it from the same bytes the file holds, so it gives the same frames (``tests/test_streaming.py``).
 """
 
 from __future__ import annotations
 
 import bisect
 import functools
+import io
 import logging
 import math
 from dataclasses import dataclass
@@ -37,6 +41,29 @@ import torch
 log = logging.getLogger(__name__)
 DECODERS = ("pyav", "torchcodec", "decord", "pytorchvideo")
 EPS = 1e-3  # seconds: frame times this close are equal (decord's are float32; frames are >= 4 ms apart)
+
+
+@dataclass(frozen=True, repr=False)
+class VideoBytes:
+    """An encoded video in memory (a shard's sample): decoded exactly as the file it was copied from. ``name``
+    (the file's key in the dataset) stands for it in messages and counts of unreadable videos."""
+
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"VideoBytes({self.name!r}, {len(self.data)} bytes)"
+
+    def open(self) -> io.BytesIO:
+        return io.BytesIO(self.data)
+
+
+def av_input(source: str | VideoBytes):
+    """What av.open / pytorchvideo take: the path, or a file object over the bytes."""
+    return source.open() if isinstance(source, VideoBytes) else source
 
 
 class VideoReadError(RuntimeError):
@@ -81,7 +108,7 @@ def clip_start(duration: float, span: float, clip_idx: int, num_clips: int, rng:
 
 
 def decode_clip(
-    path: str | Path,
+    path: str | Path | VideoBytes,
     num_frames: int,
     span: float,
     clip_idx: int = 0,
@@ -89,11 +116,13 @@ def decode_clip(
     rng: torch.Generator | None = None,
     decoder: str = "pyav",
 ) -> torch.Tensor:
-    """Decode ``num_frames`` frames ``(T, C, H, W)`` uint8 over a ``span``-second window of ``path``; any failure is a
-    ``VideoReadError`` naming the file."""
-    path, decoder = str(path), check_decoder(decoder)
-    if not Path(path).is_file():
-        raise VideoReadError(f"no such video file: {path}")
+    """Decode ``num_frames`` frames ``(T, C, H, W)`` uint8 over a ``span``-second window of ``path`` (a file, or its
+    bytes); any failure is a ``VideoReadError`` naming the file."""
+    decoder = check_decoder(decoder)
+    if not isinstance(path, VideoBytes):
+        path = str(path)
+        if not Path(path).is_file():
+            raise VideoReadError(f"no such video file: {path}")
     try:
         timeline = frame_timeline(path)
         if decoder in ("torchcodec", "decord") and timeline.packed_b_frames:
@@ -135,18 +164,25 @@ class Timeline:
     packed_b_frames: bool = False
 
 
-def frame_timeline(path: str) -> Timeline:
+def frame_timeline(path: str | VideoBytes) -> Timeline:
     """The timeline of the first video stream of ``path``: packet timestamps in presentation order. Kept for the
-    last few files read (the test views of a video, ``predict``'s clips), keyed by size and modification time."""
+    last few files read (the test views of a video, ``predict``'s clips), keyed by size and modification time;
+    a video in memory is demuxed each time (milliseconds, against the decoding that follows)."""
+    if isinstance(path, VideoBytes):
+        return _read_timeline(path)
     stat = Path(path).stat()
     return _timeline(path, stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=16)
 def _timeline(path: str, size: int, mtime_ns: int) -> Timeline:
+    return _read_timeline(path)
+
+
+def _read_timeline(path: str | VideoBytes) -> Timeline:
     import av
 
-    with av.open(path) as container:
+    with av.open(av_input(path)) as container:
         if not container.streams.video:
             raise VideoReadError(f"no video stream in {path}")
         stream = container.streams.video[0]
@@ -188,10 +224,10 @@ def frame_rotation(frame, stream) -> float:
     return -float(stream.metadata.get("rotate", 0) or 0)
 
 
-def _decode_pyav(path: str, timeline: Timeline, start: float, span: float, num_frames: int) -> torch.Tensor:
+def _decode_pyav(path: str | VideoBytes, timeline: Timeline, start: float, span: float, num_frames: int) -> torch.Tensor:
     import av
 
-    with av.open(path) as container:
+    with av.open(av_input(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         tb = float(stream.time_base)
@@ -217,7 +253,7 @@ def _decode_pyav(path: str, timeline: Timeline, start: float, span: float, num_f
     return rotate(clip, degrees)
 
 
-def _decode_torchcodec(path: str, timeline: Timeline, start: float, span: float, num_frames: int) -> torch.Tensor:
+def _decode_torchcodec(path: str | VideoBytes, timeline: Timeline, start: float, span: float, num_frames: int) -> torch.Tensor:
     """Pick frames on the timeline, then ask torchcodec for the frame played just after each one's start (half-way
     to the next, at most EPS: robust to rounding, and inside the stream's end); it seeks and decodes only those,
     and applies the display rotation itself."""
@@ -228,18 +264,19 @@ def _decode_torchcodec(path: str, timeline: Timeline, start: float, span: float,
     unique = sorted(set(idx))
     ends = [*times[1:], math.inf]
     played_at = [timeline.origin + times[i] + min((ends[i] - times[i]) / 2, EPS) for i in unique]
-    video = VideoDecoder(path, dimension_order="NCHW", num_ffmpeg_threads=1)
+    source = path.data if isinstance(path, VideoBytes) else path
+    video = VideoDecoder(source, dimension_order="NCHW", num_ffmpeg_threads=1)
     frames = video.get_frames_played_at(played_at).data  # (N, C, H, W) uint8
     return frames[[unique.index(i) for i in idx]]  # (T, C, H, W)
 
 
 def _decode_decord(
-    path: str, num_frames: int, span: float, clip_idx: int, num_clips: int, rng: torch.Generator | None
+    path: str | VideoBytes, num_frames: int, span: float, clip_idx: int, num_clips: int, rng: torch.Generator | None
 ) -> torch.Tensor:
     """Pick frames on decord's own timestamps (its index, no decoding); decord applies the display rotation."""
     import decord
 
-    video = decord.VideoReader(path, num_threads=1)
+    video = decord.VideoReader(av_input(path), num_threads=1)
     if not len(video):
         raise VideoReadError(f"no video frames in {path}")
     stamps = video.get_frame_timestamp(list(range(len(video))))  # (N, 2) start, end seconds
@@ -258,14 +295,18 @@ def _decode_decord(
     return frames[[unique.index(i) for i in idx]]  # (T, C, H, W)
 
 
-def _decode_pytorchvideo(path: str, timeline: Timeline, start: float, span: float, num_frames: int) -> torch.Tensor:
+def _decode_pytorchvideo(path: str | VideoBytes, timeline: Timeline, start: float, span: float, num_frames: int) -> torch.Tensor:
     """pytorchvideo's PyAV decoder on our timeline: its own ``duration`` is wrong for files that do not start at 0
     (it subtracts the start time from the length), and it ignores the display rotation."""
     import av
     from pytorchvideo.data.encoded_video import EncodedVideo
+    from pytorchvideo.data.encoded_video_pyav import EncodedVideoPyAV
 
     shift = timeline.origin - timeline.stream_start  # pytorchvideo's times start at the stream's start time
-    video = EncodedVideo.from_path(path, decode_audio=False, decoder="pyav")
+    if isinstance(path, VideoBytes):
+        video = EncodedVideoPyAV(path.open(), path.name, decode_audio=False)
+    else:
+        video = EncodedVideo.from_path(path, decode_audio=False, decoder="pyav")
     try:
         frames = video.get_clip(shift + start - EPS, shift + start + span - EPS)["video"]  # (C, N, H, W) float
         if frames is None:  # no frame starts in the window: the one on screen at its start
@@ -275,7 +316,7 @@ def _decode_pytorchvideo(path: str, timeline: Timeline, start: float, span: floa
             raise VideoReadError(f"no frames decoded in [{start:.2f}, {start + span:.2f}) s of {path}")
     finally:
         video.close()
-    with av.open(path) as container:  # PyAV gives the rotation with the frames
+    with av.open(av_input(path)) as container:  # PyAV gives the rotation with the frames
         stream = container.streams.video[0]
         degrees = frame_rotation(next(container.decode(stream)), stream)
     idx = torch.linspace(0, frames.shape[1] - 1, num_frames).long()  # uniform, repeats frames if short
