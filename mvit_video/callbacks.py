@@ -39,9 +39,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from torchmetrics.utilities import dim_zero_cat
 
 from .data.sampling import ResumableData
 
@@ -282,3 +283,61 @@ class _ContinuingWriter(ExperimentWriter):
         os.replace(tmp, path)
         self.metrics_keys = header  # new keys later rewrite the file with the union
         log.info("continuing %s: kept %d rows before step %d", path, len(rows), self.resume_step)
+
+
+class ResumableTensorBoardLogger(TensorBoardLogger):
+    """Lightning's TensorBoard logger that a resumed run continues: the same directory (``version`` fixed by the
+    config) and, from ``continue_from(step)``, a ``purge_step``: TensorBoard hides what the stopped run logged at
+    that step and after (logged again by the resumed run), so no step is shown twice."""
+
+    def continue_from(self, global_step: int) -> None:
+        """Call before the first log (before ``fit``)."""
+        self._kwargs["purge_step"] = global_step
+
+
+class EndOfTestReports(L.Callback):
+    """End-of-test reports (``mvit_video.reports``) in ``dirpath`` and every logger that takes images; ``worst``
+    keeps the worst classes for the end-of-run table.
+
+    What it reads, without any task code of its own (the protocol):
+
+    - a classifier's ``test_views[0]`` (``MultiViewAccuracy``): its rows, before the task's ``on_test_epoch_end``
+      computes and resets them (callbacks run first), gathered from every process: video-level scores, hence the
+      confusion matrix and per-class accuracy; class names from ``metadata["class_names"]``;
+    - a task whose ``test_map`` metric has ``per_class_ap`` (``{class id: AP}``) after the task computed it:
+      per-class AP, names from ``metadata["action_names"]`` (AVA) or ``metadata["class_names"]``."""
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+        self.report: Any = None
+        self.worst: list[tuple[str, float, int]] = []
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from .reports import classification_report, video_scores
+
+        views = getattr(pl_module, "test_views", None)
+        self.report = None
+        if views is None or not len(views) or not getattr(views[0], "update_called", False):
+            return
+        metric = views[0]
+        with metric.sync_context(should_unsync=True):  # every process's rows (a collective: all ranks get here)
+            rows = dim_zero_cat(metric.rows) if isinstance(metric.rows, list) else metric.rows
+            rows = rows.detach().cpu()
+        names = list(getattr(pl_module, "metadata", {}).get("class_names") or range(metric.num_classes))
+        scores, labels = video_scores(rows, metric.num_classes)  # (V, K), (V,)
+        self.report = classification_report(scores, labels, [str(n) for n in names])
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from .reports import ap_report, send_to_loggers, write_reports
+
+        per_class = getattr(getattr(pl_module, "test_map", None), "per_class_ap", None)
+        if self.report is None and per_class:
+            meta = getattr(pl_module, "metadata", {})
+            names = meta.get("action_names") or dict(enumerate(meta.get("class_names") or []))
+            self.report = ap_report(per_class, names)
+        if self.report is None or not trainer.is_global_zero:
+            return
+        images = write_reports(self.report, self.dirpath)
+        send_to_loggers(trainer.loggers, images, trainer.global_step)
+        self.worst = self.report.worst()
+        log.info("test reports: %s", ", ".join(str(p) for p in images))

@@ -19,7 +19,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from .callbacks import ResumableCSVLogger
+from .callbacks import EndOfTestReports
 from .models.convert import load_pretrained
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         log.info("initialised backbone from %s", cfg.init_from)
     task = instantiate(cfg.task, net=net, **_task_data(cfg, datamodule), _convert_="all")  # plain dicts and lists
     callbacks = _instantiate_dict(cfg.get("callbacks"))
+    reports = EndOfTestReports(output_dir / "reports") if cfg.test else None  # confusion matrix, per-class plots
+    callbacks += [reports] if reports else []
     loggers = _instantiate_dict(cfg.get("logger"))
     plugins = []
     if SLURMEnvironment.detect():  # ranks from SLURM; requeue on preemption is ours (callbacks.Preemption), not
@@ -89,7 +91,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     metrics["time_s"] = time.time() - start
     if trainer.is_global_zero:
         plot_curves(output_dir / "metrics.csv", output_dir / "curves.png")
-        print_summary(metrics, output_dir)
+        print_summary(metrics, output_dir, reports.worst if reports else [], reports and reports.report)
     return metrics
 
 
@@ -143,14 +145,15 @@ def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
 
 
 def _continue_logs(trainer: L.Trainer, ckpt_path: Path) -> None:
-    """A resumed run continues the CSV log of the run dir (rows before the checkpoint's step kept)."""
-    loggers = [lg for lg in trainer.loggers if isinstance(lg, ResumableCSVLogger)]
+    """A resumed run continues the logs of the run dir: the CSV rows and TensorBoard steps before the checkpoint's
+    step are kept, those after it (logged again) dropped (``continue_from``: ``callbacks.Resumable*Logger``)."""
+    loggers = [lg for lg in trainer.loggers if hasattr(lg, "continue_from")]
     if not loggers:
         return
     try:  # mmap: reads the few bytes of global_step, not the weights
         step = int(torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)["global_step"])
     except Exception as err:  # noqa: BLE001  (fit reports a bad checkpoint with Lightning's own error)
-        log.warning("could not read global_step from %s (%s): metrics.csv starts anew", ckpt_path, err)
+        log.warning("could not read global_step from %s (%s): the logs start anew", ckpt_path, err)
         return
     for lg in loggers:
         lg.continue_from(step)
@@ -215,7 +218,11 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> Path | None:
     return out_png
 
 
-def print_summary(metrics: dict[str, float], output_dir: Path) -> None:
+def print_summary(
+    metrics: dict[str, float], output_dir: Path, worst: list[tuple[str, float, int]] | None = None, report: Any = None
+) -> None:
+    """The run's numbers; ``worst``: the worst-classified test classes, (name, value, count), from ``report``
+    (``reports.ClassReport``, which names the metric)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -229,7 +236,12 @@ def print_summary(metrics: dict[str, float], output_dir: Path) -> None:
     for key in ("val/videos", "val/unreadable_videos", "test/videos", "test/unreadable_videos"):  # what top1 covers
         if key in metrics:
             table.add_row(key, f"{metrics[key]:.0f}")
+    for name, value, count in worst or []:
+        videos = f" of {count} videos" if report is not None and report.metric == "accuracy" else ""
+        table.add_row(f"worst: {name}", f"{100 * value:.1f}% {report.metric if report is not None else ''}{videos}")
     table.add_row("time", f"{metrics['time_s']:.0f} s")
     table.add_row("checkpoints", str(output_dir / "checkpoints"))
     table.add_row("metrics / curves", f"{output_dir / 'metrics.csv'} / {output_dir / 'curves.png'}")
+    if worst:
+        table.add_row("per-class reports", str(output_dir / "reports"))
     Console().print(table)
