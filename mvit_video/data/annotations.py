@@ -214,3 +214,30 @@ def read_boxes(path: str | Path, is_groundtruth: bool, score_threshold: float = 
             if len(row) > 6 and row[6].strip():
                 labels.add(int(row[6]))
     return dict(out)
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """IoU of two ``(x1, y1, x2, y2)`` boxes (0 for disjoint or empty boxes)."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_proposals(proposals: Boxes, groundtruth: Boxes, min_iou: float) -> Boxes:
+    """The paper's training proposals (arXiv 2112.01526v2 §B.6): detector boxes whose IoU with a ground-truth box of
+    the same keyframe is strictly above ``min_iou`` (an IoU, not a detector score). Each kept box carries its own
+    labels (if its file has any) and those of its best-matching ground-truth box: it shows the same person."""
+    out: Boxes = {}
+    for key, boxes in proposals.items():
+        gt = groundtruth.get(key, {})
+        for box, labels in boxes.items():
+            best, best_iou = None, min_iou
+            for gt_box in gt:
+                iou = box_iou(box, gt_box)
+                if iou > best_iou:
+                    best, best_iou = gt_box, iou
+            if best is not None:
+                out.setdefault(key, {})[box] = set(labels) | gt[best]
+    return out

@@ -1,7 +1,12 @@
 """Synthetic AVA in the official layout: JPEG frames at 30 fps, frame lists, ground-truth CSV with person ids,
 proposal CSV with scores, exclusions and a label map. "Persons" (a body and a head) act by motion: standing
 still, walking, running, jumping, waving an arm (waving combines with standing or walking: several labels per
-person), several persons per frame."""
+person), several persons per frame.
+
+``actor_position`` places them: ``any`` (anywhere, wrapping around the frame), ``edge`` (in bands at the left and right
+edges, ``ACTOR_BANDS``: outside a centre crop of a 16:9 frame, which keeps x in [0.22, 0.78] of the width) or
+``centre`` (a central band); in a band, walkers and runners bounce between its ends. The full-resolution test
+(``data.test_mode=full``) sees edge actors that the centre crop cuts off."""
 
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ from .synthetic import freeze_lists, is_cached, mark_cached, write_frame_list
 
 # AVA v2.2 action ids and names (all in the 60-class evaluation list).
 ACTIONS = {7: "jump/leap", 10: "run/jog", 12: "stand", 14: "walk", 69: "hand wave"}
+# Where a person's centre may be, as fractions of the width. Edge bands: a person (at most 0.16 wide) ends before 0.2,
+# or starts after 0.8.
+ACTOR_BANDS = {"edge": ((0.03, 0.12), (0.88, 0.97)), "centre": ((0.4, 0.6),)}
 
 
 @dataclass(frozen=True)
@@ -28,16 +36,32 @@ class SyntheticAVASpec:
     height: int = 96
     persons: tuple[int, int] = (2, 3)
     seed: int = 0
+    actor_position: str = "any"  # or "edge", "centre" (ACTOR_BANDS)
     version: int = 3
 
     def __post_init__(self) -> None:
         freeze_lists(self)
+        if self.actor_position not in ("any", *ACTOR_BANDS):
+            raise ValueError(f"actor_position must be 'any', 'edge' or 'centre', got {self.actor_position!r}")
 
 
-def _person_track(rng: np.random.Generator, n: int, w: int, h: int) -> tuple[np.ndarray, list[int], float, float]:
+def _bounce(u: np.ndarray, length: float) -> np.ndarray:
+    """``u`` folded into ``[0, length]``, reflecting at both ends (a walk back and forth)."""
+    return length - np.abs(np.mod(u, 2 * length) - length)
+
+
+def _person_track(
+    rng: np.random.Generator, n: int, w: int, h: int, position: str = "any"
+) -> tuple[np.ndarray, list[int], float, float]:
     """Per-frame (x, y) of a person's centre, its actions, its body width and height."""
     bw, bh = rng.uniform(0.12, 0.16) * w, rng.uniform(0.4, 0.5) * h  # about a cell of the last stage or more
     x0, y0 = rng.uniform(0.2, 0.8) * w, rng.uniform(0.45, 0.6) * h
+    band = None
+    if position != "any":
+        bands = ACTOR_BANDS[position]
+        lo, hi = bands[int(rng.integers(len(bands)))]
+        band = (lo * w, hi * w)
+        x0 = rng.uniform(*band)
     base = int(rng.choice([7, 10, 12, 14]))
     actions = [base] + ([69] if base in (12, 14) and rng.random() < 0.5 else [])
     t = np.arange(n) / 30.0
@@ -50,7 +74,8 @@ def _person_track(rng: np.random.Generator, n: int, w: int, h: int) -> tuple[np.
         ys = y0 - np.abs(np.sin(2 * math.pi * 3.0 * t)) * 0.04 * h
     elif base == 7:
         ys = y0 - np.abs(np.sin(2 * math.pi * 1.2 * t)) * 0.2 * h
-    xs = np.mod(xs, w)  # wrap around
+    # wrap around the frame, or bounce inside the band
+    xs = np.mod(xs, w) if band is None else band[0] + _bounce(xs - band[0], band[1] - band[0])
     return np.stack([xs, ys], 1), actions, bw, bh
 
 
@@ -71,7 +96,10 @@ def make_synthetic_ava(root: str | Path, spec: SyntheticAVASpec | None = None) -
         gt_rows, prop_rows = [], []
         for v in range(count):
             vid = f"{split}{v:03d}"
-            tracks = [_person_track(rng, n, w, h) for _ in range(int(rng.integers(spec.persons[0], spec.persons[1] + 1)))]
+            tracks = [
+                _person_track(rng, n, w, h, spec.actor_position)
+                for _ in range(int(rng.integers(spec.persons[0], spec.persons[1] + 1)))
+            ]
             bg = rng.integers(40, 200, size=3)
             colours = [tuple(int(c) for c in (bg + rng.integers(70, 150, 3)) % 256) for _ in tracks]
             (root / "frames" / vid).mkdir(parents=True, exist_ok=True)
