@@ -15,7 +15,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..data.clips import TIME_SHUFFLED
 from ..metrics.classification import MultiViewAccuracy, gather_names
 from .mixup import MixupCutmix, smooth_one_hot
-from .optim import configure_optimizers
+from .optim import balanced_class_weights, configure_optimizers
+from .optim import freeze as freeze_modules
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,15 @@ def compiled(fn: Callable[..., Any], options: bool | dict[str, Any]) -> Callable
     return torch.compile(fn, **(COMPILE_DEFAULTS | (options if isinstance(options, dict) else {})))
 
 
-def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """mean_b sum_k -y_bk log softmax(z)_bk (targets not renormalised, as the official loss)."""
-    return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+def soft_target_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """mean_b sum_k -y_bk log softmax(z)_bk (targets not renormalised, as the official loss). With class weights w:
+    sum_bk -w_k y_bk log p_bk / sum_bk w_k y_bk, which for one-hot targets is ``F.cross_entropy(weight=w)``."""
+    nll = -target * F.log_softmax(logits.float(), dim=-1)  # (B, K)
+    if class_weights is None:
+        return torch.sum(nll, dim=-1).mean()
+    return (nll * class_weights).sum() / (target * class_weights).sum()
 
 
 class VideoClassificationModule(L.LightningModule):
@@ -50,6 +57,11 @@ class VideoClassificationModule(L.LightningModule):
     steps per epoch and max epochs, stepped every optimiser step. ``metadata``: the datamodule's preprocessing
     (``datamodule.metadata()``), written into every checkpoint for ``inference.load``. ``compile``: run the net
     through ``torch.compile`` (``compiled``: ``True``, or ``torch.compile`` keyword arguments).
+
+    Fine-tuning: ``freeze`` (``optim.freeze``: ``none``, ``backbone`` = linear probe, ``last_N``) freezes part of
+    the net and keeps it in eval mode; ``class_weights`` (``balanced``: from ``metadata["train_class_counts"]``,
+    which ``data=folder`` gives; or one weight per class) weights the training loss; ``reset_head`` draws a new
+    classifier after ``init_from`` (a probe of a fine-tuned backbone must not start from its trained head).
 
     Test: the first test loader is logged as ``test/*``, a second one (the datamodule's time-shuffle control) as
     ``test_time_shuffled/*``.
@@ -67,6 +79,9 @@ class VideoClassificationModule(L.LightningModule):
         grad_checkpointing: bool = False,
         metadata: dict[str, Any] | None = None,
         compile: bool | dict[str, Any] = False,
+        freeze: str | int | None = "none",
+        class_weights: str | list[float] | None = None,
+        reset_head: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "mixup", "metadata"], logger=False)
@@ -74,6 +89,11 @@ class VideoClassificationModule(L.LightningModule):
         self.net_fn = compiled(net.forward, compile)  # the compiled net or None (not a submodule: no new keys)
         if grad_checkpointing:
             net.set_grad_checkpointing(True)
+        if reset_head:
+            net.reset_classifier(num_classes)
+        self.frozen = freeze_modules(net, freeze)  # modules kept in eval mode (``train``)
+        weights = self._class_weights(class_weights, num_classes)
+        self.register_buffer("class_weights", weights, persistent=False)  # (K,) or None; not in checkpoints
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
@@ -85,6 +105,34 @@ class VideoClassificationModule(L.LightningModule):
         self.test_views = nn.ModuleList(MultiViewAccuracy(num_classes) for _ in TEST_PREFIXES)  # one per test loader
         self.unreadable: dict[str, set[str]] = {p: set() for p in ("train", "val", *TEST_PREFIXES)}  # this process's
 
+    def _class_weights(self, spec: str | list[float] | None, num_classes: int) -> torch.Tensor | None:
+        if spec is None:
+            return None
+        if spec == "balanced":
+            counts = self.metadata.get("train_class_counts")
+            if counts is None:
+                raise ValueError(
+                    "task.class_weights=balanced needs the training split's class counts, which this datamodule does not "
+                    "give (data=folder does); give task.class_weights=[w_0,...,w_K-1] instead"
+                )
+            weights = balanced_class_weights(counts)
+        elif isinstance(spec, (list, tuple)):
+            weights = torch.tensor([float(w) for w in spec])
+        else:
+            raise ValueError(f"task.class_weights={spec!r}: expected null, balanced or a list of {num_classes} weights")
+        if weights.shape != (num_classes,) or not (weights > 0).all():
+            raise ValueError(f"task.class_weights: need {num_classes} positive weights, got {weights.tolist()}")
+        log.info("class weights in the training loss: %s", [round(w, 4) for w in weights.tolist()])
+        return weights
+
+    def train(self, mode: bool = True) -> VideoClassificationModule:
+        """Lightning switches the module to train mode each epoch; the frozen parts stay in eval mode (no drop path,
+        no dropout), so a linear probe trains on the features it is evaluated on."""
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
+
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.net(video)
 
@@ -95,7 +143,7 @@ class VideoClassificationModule(L.LightningModule):
         else:
             target = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
         logits = (self.net_fn or self.net)(video)  # (B, K)
-        loss = soft_target_cross_entropy(logits, target)
+        loss = soft_target_cross_entropy(logits, target, self.class_weights)
         self.train_top1(logits, labels)
         # sync_dist: the logged loss is the global batch's (mean over ranks), comparable across world sizes
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels), sync_dist=True)

@@ -91,3 +91,46 @@ def configure_optimizers(
     steps_per_epoch = max(total_steps // max_epochs, 1)
     scheduler = scheduler_factory(optimizer, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+FREEZE_MODES = "none | backbone | last_N (N >= 0: the last N blocks, the final norm and the head train)"
+
+
+def freeze(net: nn.Module, mode: str | int | None) -> list[nn.Module]:
+    """Fine-tuning modes on an MViT classifier (``patch_embed``, ``cls_token``, ``blocks``, ``norm``, ``head``):
+    ``none`` trains everything; ``backbone`` is a linear probe (only ``head``, the dropout and linear layer on the
+    pooled final-norm feature, trains); ``last_N`` also trains the last N blocks and the final norm. Frozen
+    parameters get ``requires_grad=False`` (the optimiser never sees them). Returns the frozen modules, which the
+    task keeps in eval mode: MViT has no BatchNorm, so eval mode changes only drop path and dropout, and with them
+    off a frozen part computes the same features in training as in evaluation."""
+    mode = "none" if mode is None else str(mode)
+    if mode == "none":
+        return []
+    blocks = getattr(net, "blocks", None)
+    if blocks is None or not hasattr(net, "head"):
+        raise ValueError(f"task.freeze={mode!r} needs an MViT classifier (blocks and head), got {type(net).__name__}")
+    if mode == "backbone":
+        trainable = 0
+        keep_norm = False
+    elif mode.startswith("last_") and mode[5:].isdigit() and int(mode[5:]) <= len(blocks):
+        trainable = int(mode[5:])
+        keep_norm = True
+    else:
+        raise ValueError(f"task.freeze={mode!r}: expected {FREEZE_MODES}; this model has {len(blocks)} blocks")
+    frozen: list[nn.Module] = [net.patch_embed, *blocks[: len(blocks) - trainable]]
+    if not keep_norm:
+        frozen.append(net.norm)
+    for module in frozen:
+        module.requires_grad_(False)
+    if getattr(net, "cls_token", None) is not None:
+        net.cls_token.requires_grad_(False)
+    return frozen
+
+
+def balanced_class_weights(counts: list[int]) -> torch.Tensor:
+    """``N / (K n_k)`` per class (scikit-learn's "balanced"): each class weighs as much in the loss as it would in a
+    balanced set of the same size. A class without training videos is an error (its weight would be infinite)."""
+    n = torch.tensor(counts, dtype=torch.float64)  # (K,)
+    if (n <= 0).any():
+        raise ValueError(f"class_weights=balanced: classes {torch.nonzero(n <= 0).flatten().tolist()} have no training videos")
+    return (n.sum() / (len(counts) * n)).float()  # (K,)
