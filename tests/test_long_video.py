@@ -1,0 +1,183 @@
+"""Long videos: per-window timelines (``predict.py --window``) and feature extraction (``extract_features.py``).
+
+Videos come from the ffmpeg CLI (``testsrc2``), in FFV1 with RGB planes (lossless, every frame a key frame), so a
+window cut out with ``ffmpeg -ss S -t W`` holds exactly the pixels of the long file and ``predict`` on it must give
+the window's numbers bit for bit: the same frames, the same views, the same batch shape, the same kernels.
+"""
+
+import json
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mvit_video
+from mvit_video.inference import Preprocessing, VideoClassifier
+from mvit_video.models import build_model
+from mvit_video.tasks.classification import checkpoint_metadata
+from mvit_video.timeline import WindowStream, frame_timeline, plan_windows, predict_timeline
+
+from .helpers import run_script
+from .video_zoo import has_ffmpeg
+
+pytestmark = pytest.mark.skipif(not has_ffmpeg(), reason="the ffmpeg CLI writes the test videos (apt install ffmpeg)")
+
+FPS = 10
+# 8 frames x 2 at 10 fps: a clip spans 1.6 s, so a 2 s window holds two clips (at 0 and 0.4 s) and a 1 s one is
+# shorter than a clip (both clips cover it whole). 2 clips x 3 crops: every view path of predict is exercised.
+PRE = Preprocessing(
+    num_frames=8,
+    sampling_rate=2,
+    crop_size=32,
+    mean=(0.45, 0.45, 0.45),
+    std=(0.225, 0.225, 0.225),
+    class_names=("a", "b", "c", "d"),
+    target_fps=FPS,
+    test_num_clips=2,
+    test_num_crops=3,
+    test_short_side=32,
+)
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
+
+
+def write_testsrc(path: Path, seconds: float, size: str = "48x32", fps: int = FPS, codec: tuple = ("ffv1", "gbrp")) -> Path:
+    ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=s={size}:r={fps}", "-t", str(seconds), "-c:v", codec[0], "-pix_fmt", codec[1], str(path)
+    )
+    return path
+
+
+def save_checkpoint(model: torch.nn.Module, p: Preprocessing, path: Path) -> Path:
+    """A checkpoint as train.py writes it: the net's weights under ``net.`` and the ``mvit_video`` metadata."""
+    meta = checkpoint_metadata(model, {**asdict(p), "class_names": list(p.class_names)})
+    torch.save({"mvit_video": meta, "state_dict": {f"net.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """An 8 s video, a random tiny model's checkpoint, and the classifier ``load`` gives."""
+    tmp = tmp_path_factory.mktemp("long")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model("mvitv2_tiny", num_classes=4), PRE, tmp / "tiny.ckpt")
+    return {"video": write_testsrc(tmp / "src.mkv", 8), "ckpt": ckpt, "model": mvit_video.load(ckpt), "tmp": tmp}
+
+
+@pytest.mark.parametrize("window,start", [(2.0, 3.0), (1.0, 5.0)])
+def test_a_window_equals_predict_on_the_span_cut_by_ffmpeg(files, window, start):
+    model, tmp = files["model"], files["tmp"]
+    cut = tmp / f"cut_{window}_{start}.mkv"
+    ffmpeg("-ss", str(start), "-t", str(window), "-i", str(files["video"]), "-c:v", "ffv1", "-pix_fmt", "gbrp", str(cut))
+    tl = predict_timeline(model, files["video"], window, stride=1.0, batch_size=1)
+    assert tl.starts == [float(s) for s in range(int(8 - window) + 1)]
+    row = tl.starts.index(start)
+    assert tl.ends[row] == start + window
+    expected = dict(model.predict(cut, topk=4))  # softmax averaged over the 2 x 3 test views of the cut file
+    assert {name: float(p) for name, p in zip(PRE.class_names, tl.probs[row])} == expected
+
+
+def test_batches_of_windows_give_the_unbatched_numbers(files):
+    """In fp64, so only summation order differs between batch shapes: each probability within 2^12 fp64 epsilons
+    (a growth factor of 4096 for the few hundred sums on the way through 5 blocks, far above what they can reach)."""
+    model = VideoClassifier(build_model("mvitv2_tiny", num_classes=4).double(), PRE)
+    one = predict_timeline(model, files["video"], 2.0, 1.0, batch_size=1, num_clips=1, num_crops=1)
+    three = predict_timeline(model, files["video"], 2.0, 1.0, batch_size=3, num_clips=1, num_crops=1)
+    assert len(one.starts) == 7 and one.starts == three.starts
+    np.testing.assert_allclose(three.probs, one.probs, rtol=0, atol=4096 * torch.finfo(torch.float64).eps)
+
+
+def test_timeline_script_writes_csv_json_and_png(files, tmp_path):
+    from PIL import Image
+
+    out = run_script("predict.py", files["video"], "--ckpt", files["ckpt"], "--window", "2", "--stride", "1.5", "--topk", "2",
+                     "--batch-size", "3", "--out", tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "5 windows of 2 s every 1.5 s, 2x3 views" in out.stdout
+    stem = f"{files['video'].name}.timeline"
+    rows = (tmp_path / f"{stem}.csv").read_text().splitlines()
+    assert rows[0] == "start,end,class1,prob1,class2,prob2" and len(rows) == 6
+    doc = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert [(w["start"], w["end"]) for w in doc["windows"]] == [(0.0, 2.0), (1.5, 3.5), (3.0, 5.0), (4.5, 6.5), (6.0, 8.0)]
+    assert (doc["window"], doc["stride"], doc["views"]) == (2.0, 1.5, {"clips": 2, "crops": 3})
+    for line, w in zip(rows[1:], doc["windows"]):
+        start, end, c1, p1, c2, p2 = line.split(",")
+        assert [c1, c2] == [t["class"] for t in w["top"]] and float(p1) >= float(p2) > 0
+        assert abs(float(p1) - w["top"][0]["prob"]) <= 5e-7  # the CSV's 6 decimals
+    tl = predict_timeline(files["model"], files["video"], 2.0, 1.5)
+    assert [t["prob"] for t in doc["windows"][2]["top"]] == sorted(tl.probs[2].tolist(), reverse=True)[:2]
+    with Image.open(tmp_path / f"{stem}.png") as img:
+        assert img.size[0] > 500 and img.size[1] > 200
+    bad = run_script("predict.py", files["video"], "--ckpt", files["ckpt"], "--stride", "1")
+    assert bad.returncode == 2 and "--stride needs --window" in bad.stderr
+
+
+def test_frames_held_do_not_grow_with_the_video(tmp_path):
+    """The streaming decoder of a 1 and a 10 minute video holds the same most frames at once: those of the windows
+    in flight (a window of 2 s every 1 s: two windows of 2 clips x 8 frames, shared in part), not the file."""
+    peaks = []
+    for minutes in (1, 10):
+        path = write_testsrc(tmp_path / f"{minutes}min.mp4", 60 * minutes, size="32x24", fps=5, codec=("libx264", "yuv420p"))
+        tl = frame_timeline(str(path))
+        assert len(tl.times) == 300 * minutes
+        p = Preprocessing(**{**asdict(PRE), "target_fps": 5})  # a clip spans 3.2 s: longer than the window
+        stream = WindowStream(path, plan_windows(tl.times, tl.duration, p, 2.0, 1.0, num_clips=2))
+        count = sum(1 for _ in stream)
+        assert count == 60 * minutes - 1
+        peaks.append(stream.peak_frames)
+    assert peaks[0] == peaks[1] <= 2 * 2 * 8
+
+
+def test_feature_extraction_resumes_without_redoing_finished_files(files, tmp_path, monkeypatch):
+    from mvit_video import timeline
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a", "b", "c"):
+        write_testsrc(videos / f"{name}.mkv", 4, size=f"{40 + 8 * ord(name) % 24}x32")
+    args = ["--ckpt", files["ckpt"], "--window", "2", "--batch-size", "2"]
+    ref = run_script("extract_features.py", videos, "--out", tmp_path / "ref", *args)
+    assert ref.returncode == 0, ref.stderr
+    (videos / "b_broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video")  # sorted between b and c
+
+    calls: list[str] = []
+    real = timeline.video_features
+
+    def counted(model, path, *a, **kw):
+        calls.append(Path(path).name)
+        if interrupt and len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second video is being read
+        return real(model, path, *a, **kw)
+
+    monkeypatch.setattr(timeline, "video_features", counted)
+    out = tmp_path / "out"
+    interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        run_script("extract_features.py", videos, "--out", out, *args)
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.npy"]  # no temporary file left behind
+    done_at = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+
+    calls.clear()
+    interrupt = False
+    again = run_script("extract_features.py", videos, "--out", out, *args)
+    assert again.returncode == 1 and "1 failed" in again.stdout
+    assert calls == ["b.mkv", "b_broken.mp4", "c.mkv"]  # a is not redone
+    assert {n: (out / n).stat().st_mtime_ns for n in done_at} == done_at
+    assert (out / "failures.txt").read_text().startswith(f"{videos / 'b_broken.mp4'}\t")
+    for name in ("a", "b", "c"):
+        feats = np.load(out / f"{name}.npy")
+        assert feats.dtype == np.float32 and feats.shape == (2, files["model"].model.num_features)
+        assert np.array_equal(feats, np.load(tmp_path / "ref" / f"{name}.npy"))
+        doc = json.loads((out / f"{name}.json").read_text())
+        assert doc["windows"] == [{"start": 0.0, "end": 2.0}, {"start": 2.0, "end": 4.0}] and doc["fps"] == FPS
+        assert doc["config"]["views"] == {"clips": 1, "crops": 1} and doc["config"]["preprocessing"]["num_frames"] == 8
+
+    calls.clear()
+    third = run_script("extract_features.py", videos / "a.mkv", videos / "c.mkv", "--out", out, *args)
+    assert third.returncode == 0 and calls == [] and "0 done, 2 already done" in third.stdout
+    assert not (out / "failures.txt").exists()
