@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from .ava_frame_map import TOP_K_PER_KEYFRAME, frame_map
+from .ava_frame_map import TOP_K_PER_KEYFRAME, csv_round, frame_map
 
 
 class AVAFrameMAP(Metric):
@@ -18,13 +18,26 @@ class AVAFrameMAP(Metric):
     ``update(det_keys, det_boxes, det_scores, gt_keys, gt_boxes, gt_labels)``: ``*_keys`` give the keyframe code
     of every box row (one integer per (video, second)); ``det_scores (K, C)`` are probabilities of action ids
     1..C; ``gt_labels (M, C)`` is multi-hot.
+
+    The rows are evaluated in the order they were given (keyframes in first appearance, then each box's classes in
+    ``class_ids`` order), as the detection CSV lists them, because the official evaluator's result depends on that
+    order where scores tie. ``score_decimals`` / ``box_decimals``: round detection scores and all boxes as the CSV
+    writer does (:func:`~mvit_video.metrics.ava_frame_map.csv_round`), so this metric equals the official evaluator
+    on the written file to the last bit; None keeps the values as given.
     """
 
     full_state_update = False
 
-    def __init__(self, class_ids: list[int], top_k: int = TOP_K_PER_KEYFRAME) -> None:
+    def __init__(
+        self,
+        class_ids: list[int],
+        top_k: int = TOP_K_PER_KEYFRAME,
+        score_decimals: int | None = None,
+        box_decimals: int | None = None,
+    ) -> None:
         super().__init__()
         self.class_ids, self.top_k = list(class_ids), top_k
+        self.score_decimals, self.box_decimals = score_decimals, box_decimals
         for name in ("det_keys", "det_boxes", "det_scores", "gt_keys", "gt_boxes", "gt_labels"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
@@ -42,6 +55,10 @@ class AVAFrameMAP(Metric):
 
         dk, db, ds = cat(self.det_keys), cat(self.det_boxes), cat(self.det_scores)
         gk, gb, gl = cat(self.gt_keys), cat(self.gt_boxes), cat(self.gt_labels)
+        if self.box_decimals is not None:
+            db, gb = csv_round(db, self.box_decimals), csv_round(gb, self.box_decimals)
+        if self.score_decimals is not None:
+            ds = csv_round(ds, self.score_decimals)
         _, keep = np.unique(np.c_[dk, db], axis=0, return_index=True)
         keep = np.sort(keep)
         dk, db, ds = dk[keep], db[keep], ds[keep]

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..data.sampling import gather_lists
 from ..metrics.ava import AVAFrameMAP
+from ..metrics.ava_frame_map import BOX_DECIMALS, SCORE_DECIMALS, csv_round
 from .classification import checkpoint_metadata, compiled
 from .optim import configure_optimizers
 
@@ -32,6 +33,18 @@ def gather_detections(rows: list[DetectionRow]) -> list[DetectionRow]:
             seen.add(row[:3])
             unique.append(row)
     return unique
+
+
+def detection_csv_lines(rows: list[DetectionRow], class_ids: list[int]) -> list[str]:
+    """The official detection CSV (``video,sec,x1,y1,x2,y2,action,score``), one line per box and evaluated class, in
+    row order then ``class_ids`` order: the order ``AVAFrameMAP`` evaluates in (ties make the official result
+    order-dependent). Values are expected already :func:`csv_round`-ed, as ``_eval_step`` stores them; printing them
+    with the same number of decimals is then exact."""
+    return [
+        f"{name},{sec:04d},{','.join(f'{c:.{BOX_DECIMALS}f}' for c in box)},{c},{p:.{SCORE_DECIMALS}f}"
+        for name, sec, box, scores in rows
+        for c, p in zip(class_ids, scores)
+    ]
 
 
 def detection_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -75,8 +88,10 @@ class AVADetectionModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.class_ids is None:
             raise ValueError("AVADetectionModule needs class_ids (train.run passes the datamodule's class_names)")
-        self.val_map = AVAFrameMAP(self.class_ids)
-        self.test_map = AVAFrameMAP(self.class_ids)
+        # Rounded as the CSV writes them, so the logged mAP is the official evaluator's on detections_<split>.csv.
+        rounding = dict(score_decimals=SCORE_DECIMALS, box_decimals=BOX_DECIMALS)
+        self.val_map = AVAFrameMAP(self.class_ids, **rounding)
+        self.test_map = AVAFrameMAP(self.class_ids, **rounding)
 
     def forward(self, video: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         return self.net(video, boxes)
@@ -106,9 +121,10 @@ class AVADetectionModule(L.LightningModule):
             code(batch["keys"]), batch["ori_boxes"], probs, code(batch["gt_keys"]), batch["gt_boxes"], batch["gt_labels"] > 0.5
         )
         if self.detections_dir is not None:
-            scores = probs[:, [c - 1 for c in self.class_ids]].cpu().tolist()  # (K, evaluated classes)
+            scores = csv_round(probs[:, [c - 1 for c in self.class_ids]].cpu().double().numpy(), SCORE_DECIMALS)  # (K, C')
+            boxes = csv_round(batch["ori_boxes"].cpu().double().numpy(), BOX_DECIMALS)  # (K, 4)
             seconds = batch["keys"][:, 1].tolist()  # (K,)
-            for name, sec, box, p in zip(batch["video_ids"], seconds, batch["ori_boxes"].tolist(), scores):
+            for name, sec, box, p in zip(batch["video_ids"], seconds, boxes.tolist(), scores.tolist()):
                 self._rows.append((name, sec, tuple(box), p))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -118,19 +134,15 @@ class AVADetectionModule(L.LightningModule):
         self._eval_step(batch, self.test_map)
 
     def _finish(self, split: str, metric: AVAFrameMAP) -> None:
-        self.log(f"{split}/mAP", metric.compute().float(), prog_bar=True)
+        value = metric.compute()  # float64: the evaluator's number, not a float32 rounding of it (MPS has no float64)
+        self.log(f"{split}/mAP", value.float() if self.device.type == "mps" else value, prog_bar=True)
         metric.reset()
         if self.detections_dir is not None:
             rows = gather_detections(self._rows)  # every process takes part, also one without rows
             if rows and self.trainer.is_global_zero:
                 out = Path(self.detections_dir) / f"detections_{split}.csv"
                 out.parent.mkdir(parents=True, exist_ok=True)
-                lines = [
-                    f"{name},{sec:04d},{','.join(f'{c:.3f}' for c in box)},{c},{p:.4f}"
-                    for name, sec, box, scores in rows
-                    for c, p in zip(self.class_ids, scores)
-                ]
-                out.write_text("\n".join(lines) + "\n")
+                out.write_text("\n".join(detection_csv_lines(rows, self.class_ids)) + "\n")
         self._rows = []
 
     def on_validation_epoch_end(self) -> None:
