@@ -341,3 +341,17 @@ class EndOfTestReports(L.Callback):
         send_to_loggers(trainer.loggers, images, trainer.global_step)
         self.worst = self.report.worst()
         log.info("test reports: %s", ", ".join(str(p) for p in images))
+
+
+def mlflow_logger(tracking_uri: str | None = None, **kwargs: Any) -> Any:
+    """Lightning's MLFlowLogger. A ``file:`` tracking URI (the run dir's store, no server) is MLflow's file store,
+    which MLflow 3 refuses unless ``MLFLOW_ALLOW_FILE_STORE`` is set (it is "in maintenance mode"; a database store
+    needs sqlalchemy, which mlflow-skinny lacks): set here for that URI only, unless the environment says otherwise."""
+    try:
+        import mlflow  # noqa: F401
+        from lightning.pytorch.loggers import MLFlowLogger
+    except ImportError as err:
+        raise ImportError("logger=mlflow needs mlflow: pip install mlflow-skinny (or pip install -e .[logging])") from err
+    if tracking_uri and tracking_uri.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MLFlowLogger(tracking_uri=tracking_uri, **kwargs)
