@@ -1,20 +1,28 @@
-"""AVA frame-mAP, the algorithm of the official ActivityNet evaluator (v2.1/v2.2, with exclusions), vectorised.
+"""AVA frame-mAP, the official ActivityNet evaluator (v2.1/v2.2, with exclusions) to the last bit, vectorised.
 
-What the official evaluator does (spec §4.5), and what this module reproduces:
-- a label map gives the evaluated class ids (60 of 80 for v2.2); rows of other classes are dropped;
+What the official evaluator does (``Evaluation/get_ava_performance.py`` and ``Evaluation/ava/``; spec §4.5, §8.4), and
+what :func:`frame_map` reproduces (``tests/ava_reference.py`` restates it row by row; ``tests/test_ava_ties.py``):
+- a label map gives the evaluated class ids (60 of 80 for v2.2); rows of other classes are skipped first;
 - an image key is (video id, integer second); excluded keyframes are dropped from ground truth and detections;
-- at most the 50 highest-scoring detection rows per keyframe are kept (over all classes; ties keep file order);
-  equal scores are ranked in file order everywhere (the official code leaves that to numpy's unstable sort);
-- per class and keyframe, detections in descending score order are matched to the ground-truth box of highest
-  IoU; a match needs IoU >= 0.5 and that box not matched before (no fallback to the second-best box);
+- per keyframe a min-heap keeps at most 50 detection rows as ``(score, action_id, y1, x1, y2, x2)`` tuples, a new
+  row replacing the smallest tuple only if its score is strictly greater; each keyframe's kept rows are then sorted
+  by descending score with Python's stable sort, equal scores staying in heap-array order; keyframes are visited in
+  order of first appearance; ground truth goes through the same reader without a cap, its "score" being column 8
+  (the person id);
+- boxes with x2 <= x1 or y2 <= y1 are dropped after the cap;
+- per class and keyframe, detections in that order are matched to the ground-truth box of highest IoU (the first
+  one on equal IoU); a match needs IoU >= 0.5 and that box not matched before (no fallback to the second-best box);
   detections on keyframes without ground truth are false positives;
-- per class, detections of all keyframes are ranked by score; AP is the area under the monotone precision
-  envelope (VOC); mAP is the mean over classes that have ground truth.
+- per class, the keyframes' scores are concatenated and ranked by numpy's default (unstable) ``argsort``, reversed;
+  AP is the area under the monotone precision envelope (VOC); mAP is ``np.nanmean`` over class ids 1..max.
 
-Everything runs as array operations over all rows at once (stable numpy sorts): ``scripts/bench_ava_eval.py`` times
-it against the per-row reference (``tests/ava_reference.py``) on a million rows. numpy and the standard library only
-(pandas is imported by the CSV reader when it reads), so ``scripts/ava_eval.py`` starts without torch;
-``mvit_video.metrics.ava.AVAFrameMAP`` is the torchmetrics wrapper.
+Real files carry 4-decimal scores, so ties are common and these rules decide the last digits. The common case runs
+as array operations over all rows at once; a keyframe where the order among ties matters (the cap cuts through
+equal scores, equal scores of one class with different outcomes, a detection with two equally good boxes) is
+replayed through ``heapq`` as the official reader does, and each class's final ranking calls the same numpy
+``argsort`` on the same array. ``scripts/bench_ava_eval.py`` times it against the per-row reference on a million
+rows. numpy and the standard library only (pandas is imported by the CSV reader when it reads), so
+``scripts/ava_eval.py`` starts without torch; ``mvit_video.metrics.ava.AVAFrameMAP`` is the torchmetrics wrapper.
 """
 
 from __future__ import annotations
@@ -326,6 +334,8 @@ def _match(seq, d_boxes, d_group, g_group, g_boxes, g_pos, iou_threshold):
 def _mixed_ties(seq, rank, labels, scores, tp) -> np.ndarray:
     """Keyframe ranks with equal-score rows of one class whose true/false-positive labels differ: there (and only
     there) the order among equal scores changes the labels or their positions in the class's ranking."""
+    if len(seq) < 2:
+        return np.zeros(0, dtype=np.int64)
     tied = (rank[seq][1:] == rank[seq][:-1]) & (scores[seq][1:] == scores[seq][:-1])  # seq: descending per keyframe
     seq = seq[np.r_[tied, False] | np.r_[False, tied]]  # rows with an equal score next to them in their keyframe
     by_class = seq[_stable_argsort(rank[seq] * (int(labels.max(initial=0)) + 1) + labels[seq])]
