@@ -54,24 +54,19 @@ def _module():
     return Tiny()
 
 
-@pytest.fixture(scope="module")
-def logged_run(tmp_path_factory):
-    """One tiny fit with the four loggers of ``logger=[csv,tensorboard,wandb,mlflow]`` (W&B offline: no network, no
-    login), then the report images sent to them."""
-    pytest.importorskip("tensorboard")
-    pytest.importorskip("wandb")
-    pytest.importorskip("mlflow")
+def _fit(out: Path, selection: str) -> dict:
+    """One tiny fit with the loggers of ``selection`` as typed on the command line (W&B offline: no network, no
+    login), then a report image sent to them; the loggers by class name."""
     import lightning as L
     from hydra.utils import instantiate
 
     from mvit_video.reports import send_to_loggers
 
-    out = tmp_path_factory.mktemp("loggers")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
         mp.setenv("WANDB_SILENT", "true")
         mp.delenv("WANDB_API_KEY", raising=False)
-        cfg = compose_cfg([ALL], out, out / "data")
+        cfg = compose_cfg([selection], out, out / "data")
         loggers = [instantiate(c) for c in cfg.logger.values()]
         trainer = L.Trainer(
             max_epochs=1,
@@ -87,10 +82,29 @@ def logged_run(tmp_path_factory):
         send_to_loggers(loggers, [png], step=trainer.global_step)
         for lg in loggers:
             lg.finalize("success")
-        import wandb
+        if "wandb" in selection:
+            import wandb
 
-        wandb.finish()  # closes the offline run file
-    return out, {type(lg).__name__: lg for lg in loggers}
+            wandb.finish()  # closes the offline run file
+    return {type(lg).__name__: lg for lg in loggers}
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The default loggers, CSV and TensorBoard (cheap imports: the unmarked tests)."""
+    pytest.importorskip("tensorboard")
+    out = tmp_path_factory.mktemp("default_loggers")
+    return out, _fit(out, "logger=[csv,tensorboard]")
+
+
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory):
+    """All four at once. Slow tests: importing mlflow (~3 s) and wandb (~2 s) and starting W&B's service would
+    spend most of the unmarked budget."""
+    for name in ("tensorboard", "wandb", "mlflow"):
+        pytest.importorskip(name)
+    out = tmp_path_factory.mktemp("loggers")
+    return out, _fit(out, ALL)
 
 
 def _png(path: Path) -> Path:
@@ -103,16 +117,15 @@ def _png(path: Path) -> Path:
     return path
 
 
-def test_csv_logged(logged_run):
-    out, _ = logged_run
+def test_csv_logged(default_run):
+    out, _ = default_run
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [(int(r["step"]), float(r["train/loss"])) for r in rows if r["train/loss"]] == list(enumerate(LOSSES))
 
 
-def test_tensorboard_scalars_and_image(logged_run):
+def _tensorboard_scalars_and_image(out: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out, _ = logged_run
     acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == list(enumerate(LOSSES))
@@ -120,6 +133,19 @@ def test_tensorboard_scalars_and_image(logged_run):
     assert [e.step for e in acc.Images("test/confusion_matrix")] == [len(LOSSES)]
 
 
+def test_tensorboard_scalars_and_image(default_run):
+    _tensorboard_scalars_and_image(default_run[0])
+
+
+@pytest.mark.slow
+def test_all_four_at_once_csv_and_tensorboard(logged_run):
+    out, loggers = logged_run
+    assert sorted(loggers) == ["MLFlowLogger", "ResumableCSVLogger", "ResumableTensorBoardLogger", "WandbLogger"]
+    _tensorboard_scalars_and_image(out)
+    test_csv_logged(logged_run)
+
+
+@pytest.mark.slow
 def test_mlflow_metrics_and_artifact(logged_run):
     from mlflow.tracking import MlflowClient
 
@@ -156,6 +182,7 @@ def wandb_records(path: Path) -> list:
     return records
 
 
+@pytest.mark.slow
 def test_wandb_offline_history(logged_run):
     import json
 
