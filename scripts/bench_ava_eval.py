@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """AVA evaluation speed: the vectorised evaluator vs a straightforward per-row implementation of the same
 algorithm, on a generated case (default: 1,000,000 detection rows, 50,000 ground-truth boxes). Prints the
-median time of each over a few interleaved runs, the ratio, and both mAPs (they must be equal).
+median time of each over a few interleaved runs, the ratio, and both mAPs (they must be equal, to the last bit).
+``--decimals 4`` writes the scores as real detection files do (``%.4f``): ties, and keyframes replayed row by row.
 
 The one copy of the AVA speed benchmark (``scripts/benchmark.py`` runs :func:`measure`). The per-row reference is
 test-only code (``tests/ava_reference.py``, not part of the installed package); it is loaded by its path in this
@@ -23,7 +24,7 @@ from mvit_video.metrics.ava_frame_map import frame_map
 REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "ava_reference.py"
 
 
-def make_case(num_gt: int, num_det: int, num_keys: int, seed: int = 0):
+def make_case(num_gt: int, num_det: int, num_keys: int, seed: int = 0, decimals: int | None = None):
     rng = np.random.default_rng(seed)
     g_keys = rng.integers(0, num_keys, num_gt)
     xy = rng.uniform(0, 0.7, (num_gt, 2))
@@ -33,13 +34,16 @@ def make_case(num_gt: int, num_det: int, num_keys: int, seed: int = 0):
     d_boxes = g_boxes[src] + rng.normal(0, 0.04, (num_det, 4))
     d_keys = np.where(rng.random(num_det) < 0.95, g_keys[src], rng.integers(0, num_keys, num_det))
     d_labels = np.where(rng.random(num_det) < 0.5, g_labels[src], rng.integers(1, 81, num_det))
-    return (g_keys, g_boxes, g_labels, np.ones(num_gt)), (d_keys, d_boxes, d_labels, rng.random(num_det))
+    scores = rng.random(num_det) if decimals is None else np.round(rng.random(num_det), decimals)
+    return (g_keys, g_boxes, g_labels, np.ones(num_gt)), (d_keys, d_boxes, d_labels, scores)
 
 
-def measure(detections: int = 1_000_000, groundtruth: int = 50_000, repeats: int = 3, reference: bool = True) -> dict:
+def measure(
+    detections: int = 1_000_000, groundtruth: int = 50_000, repeats: int = 3, reference: bool = True, decimals: int | None = None
+) -> dict:
     """Median seconds of the vectorised evaluator (and of the per-row reference, interleaved so both see the same
     machine state) on one generated case, and the mAPs."""
-    gt, det = make_case(groundtruth, detections, num_keys=max(1, groundtruth // 3))
+    gt, det = make_case(groundtruth, detections, num_keys=max(1, groundtruth // 3), decimals=decimals)
     classes = list(range(1, 61))
     frame_map_reference = runpy.run_path(str(REFERENCE))["frame_map_reference"] if reference else None
     fast_times, slow_times, slow = [], [], float("nan")
@@ -53,6 +57,7 @@ def measure(detections: int = 1_000_000, groundtruth: int = 50_000, repeats: int
             slow_times.append(time.perf_counter() - t)
     return {
         "detections": detections,
+        "decimals": decimals,
         "groundtruth": groundtruth,
         "classes": len(classes),
         "repeats": repeats,
@@ -70,14 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detections", type=int, default=1_000_000)
     parser.add_argument("--groundtruth", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--decimals", type=int, default=None, help="round the scores (4: as detection CSVs hold them)")
     args = parser.parse_args(argv)
-    r = measure(args.detections, args.groundtruth, args.repeats)
-    print(f"rows: {r['detections']:,} detections, {r['groundtruth']:,} ground-truth boxes, {r['classes']} classes")
+    r = measure(args.detections, args.groundtruth, args.repeats, decimals=args.decimals)
+    scores = "full-precision scores" if r["decimals"] is None else f"scores with {r['decimals']} decimals"
+    print(f"rows: {r['detections']:,} detections, {r['groundtruth']:,} ground-truth boxes, {r['classes']} classes, {scores}")
     print(f"vectorised: median {r['fast_s']:.3f} s (first call {r['fast_first_s']:.3f} s) over {r['repeats']} runs")
     print(f"per-row reference: median {r['slow_s']:.3f} s")
     print(f"speed-up (median): {r['slow_s'] / r['fast_s']:.1f}x   first call: {r['slow_first_s'] / r['fast_first_s']:.1f}x")
-    equal = abs(r["fast_map"] - r["slow_map"]) < 1e-9
-    print(f"mAP vectorised {r['fast_map']:.6f}  reference {r['slow_map']:.6f}  equal: {equal}")
+    diff = abs(r["fast_map"] - r["slow_map"])
+    print(f"mAP vectorised {r['fast_map']!r}  reference {r['slow_map']!r}  |diff| {diff}  equal: {diff == 0}")
     return 0
 
 

@@ -254,10 +254,14 @@ class _Order:
 
     def __init__(self, keys: np.ndarray, scores: np.ndarray, labels: np.ndarray, boxes: np.ndarray, capacity: int) -> None:
         self.scores, self.labels, self.boxes, self.capacity = scores, labels, boxes, capacity
-        uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        rank = np.empty(len(uniq), dtype=np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))  # keyframes in order of first appearance
-        self.rank = rank[inverse.reshape(-1)]  # (N,) keyframe rank of every row
+        perm = np.argsort(keys)  # any order within a key: only the smallest row index of each is used
+        sorted_keys = keys[perm]
+        key_starts = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1] if len(keys) else np.zeros(0, np.int64)
+        first = np.minimum.reduceat(perm, key_starts) if len(keys) else np.zeros(0, np.int64)
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[np.argsort(first)] = np.arange(len(first))  # keyframes in order of first appearance
+        self.rank = np.empty(len(keys), dtype=np.int64)  # (N,) keyframe rank of every row
+        self.rank[perm] = np.repeat(rank, np.diff(np.r_[key_starts, len(keys)]))
         by_score = _stable_argsort(_descending_key(scores))
         order = by_score[_stable_argsort(self.rank[by_score])]  # (key rank, descending score), ties in file order
         self.starts = np.r_[0, np.flatnonzero(np.diff(self.rank[order])) + 1] if len(order) else np.zeros(0, np.int64)
@@ -388,18 +392,27 @@ def frame_map(
     # Ground truth: all rows; its order only matters for equal-IoU boxes, replayed only where one is hit.
     gt_order = _Order(g_keys, g_scores, g_labels, g_boxes, 0)
     g_group = g_keys * n_cls + g_labels
-    while True:
-        seq = det_order.sequence()
-        seq = seq[valid[seq]]
-        tp, shared = _match(seq, d_boxes, d_group, g_group, g_boxes, gt_order.pos, iou_threshold)
+    seq = det_order.sequence()
+    seq = seq[valid[seq]]
+    tp, shared = _match(seq, d_boxes, d_group, g_group, g_boxes, gt_order.pos, iou_threshold)
+    redo = seq
+    while True:  # replay where ties decide, then match those keyframes again (keyframes are independent)
         g_todo = np.unique(gt_order.rank[np.isin(g_keys, d_keys[shared])])
         g_todo = g_todo[~gt_order.exact[g_todo]]
-        d_todo = _mixed_ties(seq, det_order.rank, d_labels, d_scores, tp)
+        d_todo = _mixed_ties(redo, det_order.rank, d_labels, d_scores, tp)
         d_todo = d_todo[~det_order.exact[d_todo]]
         if not len(g_todo) and not len(d_todo):
             break
         gt_order.replay(g_todo)
         det_order.replay(d_todo)
+        keys = np.union1d(np.unique(g_keys[np.isin(gt_order.rank, g_todo)]), np.unique(d_keys[np.isin(det_order.rank, d_todo)]))
+        seq = det_order.sequence()
+        seq = seq[valid[seq]]
+        redo = seq[np.isin(d_keys[seq], keys)]
+        in_g = np.isin(g_keys, keys)
+        again, shared = _match(redo, d_boxes, d_group, g_group[in_g], g_boxes[in_g], gt_order.pos[in_g], iou_threshold)
+        tp[np.isin(d_keys, keys)] = False
+        tp[redo] = again[redo]
 
     # Per class: rows keyframe by keyframe in official order (a stable sort by class keeps it), then the official AP.
     by_class = seq[_stable_argsort(d_labels[seq])]
