@@ -1,0 +1,292 @@
+"""scripts/ava_demo.py on a raw video without a box file: a person detector on each keyframe, the IoU tracker's
+ids, the AVA detector's actions; the video, CSV and timeline it writes, read back. The video is written by the
+ffmpeg CLI: coloured rectangles ("actors") moving, crossing near each other, one leaving and one arriving; the
+person detector is ``ColourBoxDetector``, a deterministic stand-in that finds those colours (not people)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mvit_video.data.ava import FPS
+from mvit_video.models import build_model
+from mvit_video.models.detector import build_ava_detector
+from mvit_video.persons import (
+    COCO_PERSON,
+    ColourBoxDetector,
+    DetectorWeightsError,
+    IoUTracker,
+    TorchvisionPersonDetector,
+    person_boxes,
+)
+from mvit_video.tasks.classification import checkpoint_metadata
+
+from .helpers import run_script
+
+W, H, SECONDS = 320, 240, 8
+ACTIONS = {11: "sit", 12: "stand", 14: "walk"}  # the tiny detector's evaluated AVA ids
+
+
+def actor_boxes(t: float) -> dict[str, tuple[float, float, float, float] | None]:
+    """Pixel boxes (x1, y1, x2, y2) of the actors at time ``t``, as the ffmpeg filter graph below draws them."""
+    boxes: dict[str, tuple[float, float, float, float] | None] = {}
+    boxes["red"] = (40 + 20 * t, 60, 100 + 20 * t, 180)  # walks right ...
+    boxes["green"] = (220 - 20 * t, 90, 280 - 20 * t, 210)  # ... past green walking left (they pass at t = 4.5)
+    x = 250 if t < 5 else 250 + 200 * (t - 5)
+    boxes["blue"] = (x, 20, x + 50, 80) if x < W else None  # stands, then runs out of the frame
+    boxes["yellow"] = (250, 150, 300, 210) if t >= 5.5 else None  # arrives
+    return boxes
+
+
+def write_actor_video(path: Path) -> Path:
+    """The actors of ``actor_boxes`` on grey, H.264 at 30 fps, written by the ffmpeg CLI (overlay: x, y per frame)."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("the ffmpeg CLI is not installed")
+    colours = [("FF0000", "60x120"), ("00FF00", "60x120"), ("0000FF", "50x60"), ("FFFF00", "50x60")]
+    inputs = ["-f", "lavfi", "-i", f"color=c=0x404040:s={W}x{H}:r={FPS}:d={SECONDS}"]
+    for colour, size in colours:
+        inputs += ["-f", "lavfi", "-i", f"color=c=0x{colour}:s={size}:r={FPS}"]
+    graph = (
+        "[0][1]overlay=x='40+20*t':y=60:shortest=1[a];[a][2]overlay=x='220-20*t':y=90:shortest=1[b];"
+        "[b][3]overlay=x='if(lt(t,5),250,250+200*(t-5))':y=20:shortest=1[c];"
+        "[c][4]overlay=x=250:y=150:enable='gte(t,5.5)':shortest=1"
+    )
+    cmd = ["ffmpeg", "-v", "error", "-y", *inputs, "-filter_complex", graph, "-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    subprocess.run([*cmd, str(path)], check=True)
+    return path
+
+
+def tiny_ava_checkpoint(path: Path) -> Path:
+    """An untrained tiny AVA detector saved as train.py saves one (weights under ``net.``, the metadata)."""
+    torch.manual_seed(0)
+    det = build_ava_detector(build_model("mvitv2_tiny", num_classes=0, drop_path_rate=0.0), num_classes=80, dropout=0.0)
+    meta = checkpoint_metadata(
+        det,
+        {
+            "num_frames": 8,
+            "sampling_rate": 4,
+            "target_fps": FPS,
+            "crop_size": 64,
+            "mean": [0.45] * 3,
+            "std": [0.225] * 3,
+            "action_names": ACTIONS,
+        },
+    )
+    meta["detector"] = {"num_classes": 80}
+    state = {f"net.{k}": v for k, v in det.state_dict().items()}
+    torch.save({"state_dict": state, "mvit_video": meta}, path)
+    return path
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_tracker_keeps_ids_of_two_persons_crossing_one_leaving_one_arriving():
+    """A moves right, B left, a little lower, through each other (at step 3 they overlap by IoU 0.6); C stands,
+    then is gone for good; D arrives late and gets a new id. Without the velocity prediction A and B swap ids
+    after the crossing (their last boxes match the other's new box better)."""
+    tracker = IoUTracker(min_iou=0.3, max_age=1)
+    seen = []
+    for step in range(7):
+        a = [0.1 + 0.1 * step, 0.2, 0.3 + 0.1 * step, 0.7]
+        b = [0.7 - 0.1 * step, 0.25, 0.9 - 0.1 * step, 0.75]
+        boxes = [b, a] + ([[0.8, 0.8, 0.9, 0.95]] if step < 3 else []) + ([[0.0, 0.8, 0.1, 0.95]] if step >= 5 else [])
+        seen.append(tracker.update(torch.tensor(boxes)))
+    assert [s[:2] for s in seen] == [[1, 2]] * 7  # B then A, in the order given, every step
+    assert [s[2:] for s in seen] == [[3], [3], [3], [], [], [4], [4]]
+    assert all(t.id != 3 for t in tracker.tracks)  # C's track ended after max_age missed keyframes
+
+
+def test_tracker_matches_the_best_pair_first():
+    """Two tracks, two boxes: the first track's best box is the second track's much better one; greedy on the
+    global best IoU gives each its own (a per-track nearest match would steal it)."""
+    tracker = IoUTracker(min_iou=0.1)
+    tracker.update(torch.tensor([[0.0, 0.0, 0.4, 0.4], [0.2, 0.0, 0.6, 0.4]]))
+    ids = tracker.update(torch.tensor([[0.21, 0.0, 0.61, 0.4], [0.0, 0.0, 0.38, 0.4]]))
+    assert ids == [2, 1]
+
+
+def test_person_boxes_keeps_coco_persons_above_the_score_normalised():
+    out = {
+        "boxes": torch.tensor([[32.0, 24.0, 64.0, 96.0], [0.0, 0.0, 10.0, 10.0], [16.0, 0.0, 330.0, 250.0], [1.0, 2, 3, 4]]),
+        "labels": torch.tensor([COCO_PERSON, 3, COCO_PERSON, COCO_PERSON]),
+        "scores": torch.tensor([0.9, 0.99, 0.85, 0.8]),
+    }
+    boxes, scores = person_boxes(out, 240, 320, 0.8)  # 0.8 itself is not above 0.8; label 3 is a car
+    torch.testing.assert_close(boxes, torch.tensor([[0.1, 0.1, 0.2, 0.4], [0.05, 0.0, 1.0, 1.0]]), rtol=0, atol=1.2e-7)
+    torch.testing.assert_close(scores, torch.tensor([0.9, 0.85]))
+
+
+def _biased_ssdlite(path: Path) -> Path:
+    """A randomly initialised torchvision SSDlite whose class logits are set (weights 0, a bias per feature level)
+    so that its raw output holds persons far above 0.5 (level 0), persons far below (level 1) and cars far above
+    (level 2); saved as a state dict."""
+    from torchvision.models import get_model
+
+    torch.manual_seed(0)
+    model = get_model("ssdlite320_mobilenet_v3_large", weights=None, weights_backbone=None)
+    for level, block in enumerate(model.head.classification_head.module_list):
+        conv = block[-1]
+        bias = torch.zeros(conv.out_channels // 91, 91)  # (anchors, classes)
+        if level < 3:
+            bias[:, (COCO_PERSON, COCO_PERSON, 3)[level]] = (6.0, 2.0, 6.0)[level]  # softmax ~0.82, ~0.08, ~0.82
+        with torch.no_grad():
+            conv.weight.zero_()
+            conv.bias.copy_(bias.flatten())
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_torchvision_adapter_loads_local_weights_and_keeps_persons(tmp_path):
+    weights = _biased_ssdlite(tmp_path / "ssdlite.pth")
+    name = "ssdlite320_mobilenet_v3_large"
+    kw = {"score_thresh": 0.05, "topk_candidates": 5000, "detections_per_img": 5000}  # the model's own filter: keep all
+    det = TorchvisionPersonDetector(name, weights, score_threshold=0.5, **kw)
+    frames = torch.randint(0, 256, (2, 3, 120, 160), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    raw = det.raw(frames)
+    assert {COCO_PERSON, 3} <= set(raw[0]["labels"].tolist())  # the filter has something to drop
+    assert ((raw[0]["labels"] == COCO_PERSON) & (raw[0]["scores"] < 0.5)).any()
+    for (boxes, scores), r in zip(det(frames), raw):
+        keep = (r["labels"] == COCO_PERSON) & (r["scores"] > 0.5)
+        assert 0 < len(boxes) == int(keep.sum())
+        torch.testing.assert_close(boxes, r["boxes"][keep] / torch.tensor([160, 120, 160, 120]), rtol=0, atol=1.2e-7)
+        torch.testing.assert_close(scores, r["scores"][keep], rtol=0, atol=0)
+        assert boxes.min() >= 0 and boxes.max() <= 1
+
+
+def test_torchvision_adapter_names_a_bad_name_or_file(tmp_path):
+    with pytest.raises(DetectorWeightsError, match="unknown detector 'yolo'.*fasterrcnn_resnet50_fpn_v2"):
+        TorchvisionPersonDetector("yolo", tmp_path / "w.pth")
+    with pytest.raises(DetectorWeightsError, match="w.pth: detector weights not found"):
+        TorchvisionPersonDetector("ssdlite320_mobilenet_v3_large", tmp_path / "w.pth")
+    (tmp_path / "t.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(DetectorWeightsError, match="t.pth: not a readable weights file"):
+        TorchvisionPersonDetector("ssdlite320_mobilenet_v3_large", tmp_path / "t.pth")
+    torch.save({"backbone.x": torch.zeros(1)}, tmp_path / "w.pth")
+    with pytest.raises(DetectorWeightsError, match="w.pth: these weights do not fit ssdlite320_mobilenet_v3_large"):
+        TorchvisionPersonDetector("ssdlite320_mobilenet_v3_large", tmp_path / "w.pth")
+
+
+@pytest.mark.slow
+def test_demo_without_a_box_file_tracks_labels_and_draws(tmp_path):
+    video = write_actor_video(tmp_path / "actors.mp4")
+    ckpt = tiny_ava_checkpoint(tmp_path / "ava.ckpt")
+    out = tmp_path / "demo.mp4"
+    res = run_script("ava_demo.py", video, "--ckpt", ckpt, "--detector", "mvit_video.persons:ColourBoxDetector", "--out", out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    records = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert [r["second"] for r in records] == list(range(SECONDS))
+
+    # Each detected box is an actor's (IoU > 0.9 with its drawn box), and each actor keeps one id throughout.
+    ids: dict[str, set[int]] = {}
+    for r in records:
+        truth = {k: v for k, v in actor_boxes(r["second"]).items() if v is not None}
+        assert len(r["boxes"]) == len(truth) == len(r["ids"]) == len(set(r["ids"]))
+        for box, tid in zip(r["boxes"], r["ids"]):
+            pixel = [box[0] * W, box[1] * H, box[2] * W, box[3] * H]
+            name, best = max(((k, iou(pixel, v)) for k, v in truth.items()), key=lambda kv: kv[1])
+            assert best > 0.9, (r["second"], name, best)
+            ids.setdefault(name, set()).add(tid)
+    assert all(len(v) == 1 for v in ids.values()) and len(set().union(*ids.values())) == 4, ids
+    assert ids["yellow"] == {4}  # the arriving actor gets a new id, not the one of the actor who left
+
+    # The drawn outlines are where the boxes are: the column at each box's left edge (mid-height, below the text)
+    # is the track's colour, the column just outside it is not. Edges within 8 px of another box are skipped
+    # (H.264 smears two colours that touch).
+    import runpy
+
+    import av
+
+    colour_of = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "ava_demo.py"))["colour_of"]
+
+    def frames_of(path):
+        with av.open(str(path)) as c:
+            return [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
+
+    drawn, plain = frames_of(out), frames_of(video)
+    assert len(drawn) == len(plain) == SECONDS * FPS
+    checked = 0
+    for r in records:
+        key = r["second"] * FPS
+        for j, (box, tid) in enumerate(zip(r["boxes"], r["ids"])):
+            x, y1, y2 = round(box[0] * W), int(box[1] * H) + 15, int(box[3] * H) - 5  # below the id text
+            others = [b for i, b in enumerate(r["boxes"]) if i != j and b[1] * H < y2 and b[3] * H > y1]
+            if any(b[0] * W - 8 < x < b[2] * W + 8 for b in others):
+                continue
+            target = np.array(colour_of(tid))
+            inside, outside = drawn[key][y1:y2, x + 1].mean(0), drawn[key][y1:y2, x - 1].mean(0)
+            under = plain[key][y1:y2, x + 1].mean(0)
+            assert np.abs(inside - target).max() < np.abs(under - target).max() / 3, (r["second"], tid, inside, under)
+            assert np.abs(outside - target).max() > 40, (r["second"], tid, outside)
+            checked += 1
+    assert checked >= 18
+
+    # The CSV: every box x every evaluated action, training's format; through ava_eval against ground truth made
+    # from the actors' drawn boxes, in which every actor does every action: mAP 1 exactly when every box, second
+    # and video id lines up (a misplaced box would be a false positive).
+    rows = out.with_suffix(".csv").read_text().splitlines()
+    assert len(rows) == sum(len(r["boxes"]) for r in records) * len(ACTIONS)
+    first = rows[0].split(",")
+    assert first[0] == "actors" and first[1] == "0000" and len(first[2]) == 5 and len(first[7].split(".")[1]) == 4
+    gt = []
+    for sec in range(SECONDS):
+        for pid, b in enumerate(actor_boxes(sec).values()):
+            if b is not None:
+                norm = ",".join(f"{v:.3f}" for v in (b[0] / W, b[1] / H, min(b[2], W) / W, b[3] / H))
+                gt += [f"actors,{sec:04d},{norm},{a},{pid}" for a in ACTIONS]
+    (tmp_path / "gt.csv").write_text("\n".join(gt) + "\n")
+    labelmap = "".join(f'label {{\n  name: "{n}"\n  label_id: {i}\n}}\n' for i, n in ACTIONS.items())
+    (tmp_path / "labels.pbtxt").write_text(labelmap)
+    res = run_script("ava_eval.py", "-l", tmp_path / "labels.pbtxt", "-g", tmp_path / "gt.csv", "-d", out.with_suffix(".csv"))
+    assert res.returncode == 0, res.stderr
+    # AP 1 is summed from <= 32 precision x recall steps in float64: each rounds by at most 2^-53
+    assert json.loads(res.stdout.splitlines()[-1])["mAP"] == pytest.approx(1.0, rel=0, abs=32 * 2**-53)
+
+    # The timeline: one row per track, each keyframe's top action in its colour.
+    from PIL import Image
+
+    with Image.open(tmp_path / "demo_timeline.png") as img:
+        meta = json.loads(img.info["Description"])
+        pixels = {tuple(p) for p in np.asarray(img.convert("RGB")).reshape(-1, 3)}
+    assert sorted(meta["tracks"]) == ["1", "2", "3", "4"]
+    present = {name: sum(actor_boxes(sec)[name] is not None for sec in range(SECONDS)) for name in ids}
+    assert {name: len(meta["tracks"][str(min(tid))]) for name, tid in ids.items()} == present
+    for colour in meta["colours"].values():
+        assert tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5)) in pixels
+
+
+def test_demo_refuses_no_box_source_and_a_bad_detector(tmp_path):
+    ckpt = tiny_ava_checkpoint(tmp_path / "ava.ckpt")
+    res = run_script("ava_demo.py", tmp_path / "v.mp4", "--ckpt", ckpt, "--out", tmp_path / "d.mp4")
+    assert res.returncode == 2 and "exactly one of --boxes CSV or --detector" in res.stderr
+    res = run_script("ava_demo.py", tmp_path / "v.mp4", "--ckpt", ckpt, "--detector", "yolo", "--out", tmp_path / "d.mp4")
+    assert res.returncode == 2 and "--detector yolo needs --detector-weights" in res.stderr
+    args = ["--detector", "fasterrcnn_resnet50_fpn_v3", "--detector-weights", tmp_path / "w.pth", "--out", tmp_path / "d.mp4"]
+    res = run_script("ava_demo.py", tmp_path / "v.mp4", "--ckpt", ckpt, *args)
+    assert res.returncode == 2 and "unknown detector 'fasterrcnn_resnet50_fpn_v3'" in res.stderr, res.stderr
+
+
+def test_colour_box_detector_finds_the_actors_of_an_ffmpeg_video(tmp_path):
+    """The stand-in's boxes are the drawn rectangles to within compression fringes (IoU > 0.9) at every keyframe."""
+    import av
+
+    video = write_actor_video(tmp_path / "actors.mp4")
+    with av.open(str(video)) as c:
+        frames = torch.from_numpy(np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])).permute(0, 3, 1, 2)
+    keys = list(range(0, len(frames), FPS))
+    for sec, (boxes, scores) in enumerate(ColourBoxDetector()(frames[keys])):
+        truth = [b for b in actor_boxes(sec).values() if b is not None]
+        assert len(boxes) == len(truth) and scores.eq(1).all()
+        for box, t in zip(boxes.tolist(), truth):  # the palette's order: red, green, blue, yellow
+            assert iou([box[0] * W, box[1] * H, box[2] * W, box[3] * H], (t[0], t[1], min(t[2], W), t[3])) > 0.9
