@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mvit_video.data.annotations import read_boxes, read_frame_lists
-from mvit_video.data.ava import AVADataset, ava_collate
+from mvit_video.data.annotations import box_iou, match_proposals, read_boxes, read_frame_lists
+from mvit_video.data.ava import AVADataset, ava_collate, read_box_files
 from mvit_video.data.synthetic_ava import ACTIONS, SyntheticAVASpec, make_synthetic_ava
 from mvit_video.metrics.ava_frame_map import read_labelmap
 
@@ -98,3 +98,39 @@ def test_collate_carries_batch_index(ava_root):
     assert batch["keys"].shape == (len(batch["boxes"]), 2) and len(batch["labels"]) == len(batch["boxes"])
     names = sorted({v for v, _, _ in ds.samples})
     assert batch["video_ids"] == [names[int(v)] for v in batch["keys"][:, 0]]  # one video id per row of keys
+
+
+def _write_boxes(tmp_path):
+    """Ground truth: two persons on one keyframe. Proposals (``video,sec,box,,score``): the person-A box with IoU 0.95
+    (score 0.81), IoU 0.85 (score 0.99), far from both (0.99), A's IoU 0.95 box at score 0.5 (below 0.8), B exactly,
+    and a box on a keyframe without ground truth."""
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    (ann / "gt.csv").write_text("v,0902,0.1,0.1,0.5,0.5,12,0\nv,0902,0.1,0.1,0.5,0.5,69,0\nv,0902,0.6,0.1,0.9,0.5,14,1\n")
+    rows = [
+        "0.1,0.1,0.5,0.48,,0.81",  # IoU 0.38/0.40 = 0.95 with A
+        "0.1,0.1,0.5,0.44,,0.99",  # IoU 0.34/0.40 = 0.85 with A
+        "0.2,0.6,0.4,0.9,,0.99",  # no overlap
+        "0.1,0.12,0.5,0.5,,0.50",  # IoU 0.95 with A, score below 0.8
+        "0.6,0.1,0.9,0.5,,0.90",  # B itself
+    ]
+    (ann / "props.csv").write_text("".join(f"v,0902,{r}\n" for r in rows) + "v,0903,0.1,0.1,0.5,0.5,,0.99\n")
+    return ann
+
+
+def test_training_proposals_are_kept_by_iou_with_ground_truth_not_by_score(tmp_path):
+    """The paper's training boxes (§B.6): ground truth + proposals with IoU > 0.9 to a ground-truth box, each with
+    that box's labels; a high score does not keep a box, and the IoU bound is strict."""
+    ann = _write_boxes(tmp_path)
+    gt = read_boxes(ann / "gt.csv", True)
+    props = read_boxes(ann / "props.csv", False, 0.8)
+    kept = match_proposals(props, gt, 0.9)
+    assert kept == {("v", 902): {(0.1, 0.1, 0.5, 0.48): {12, 69}, (0.6, 0.1, 0.9, 0.5): {14}}}
+    assert match_proposals(props, gt, 0.84)[("v", 902)][(0.1, 0.1, 0.5, 0.44)] == {12, 69}
+    assert (0.6, 0.1, 0.9, 0.5) not in match_proposals(props, gt, 1.0).get(("v", 902), {})  # IoU exactly 1: not > 1
+    assert box_iou((0.1, 0.1, 0.5, 0.5), (0.1, 0.1, 0.5, 0.48)) == pytest.approx(0.95, abs=1e-12)
+    merged = read_box_files(ann, [("gt.csv", True, 0.0), ("props.csv", False, 0.8, 0.9)])
+    assert set(merged) == {("v", 902)} and len(merged[("v", 902)]) == 3  # A, B (GT and proposal: one box), A at 0.95
+    assert read_box_files(ann, [("gt.csv", True, 0.0), ("props.csv", False, 0.8)])[("v", 903)]  # no IoU: all kept
+    with pytest.raises(ValueError, match="minimum IoU is for detector boxes"):
+        read_box_files(ann, [("gt.csv", True, 0.0, 0.9)])
