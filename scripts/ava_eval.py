@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""AVA frame-mAP@0.5IoU with the official evaluator's flags; prints one JSON line: mAP and per-class AP.
+"""AVA frame-mAP@0.5IoU with the official evaluator's flags; prints one JSON line: mAP and per-class AP, equal to the
+official ActivityNet evaluator's (``get_ava_performance.py``) to the last bit, ties included (4-decimal scores tie
+often; their order follows the official reader's heap and numpy's argsort, see ``mvit_video.metrics.ava_frame_map``).
 
 Classes of the label map without ground truth get AP null and are listed in "classes_without_groundtruth"; as in
 the official evaluator, they are left out of the mean. A malformed file is named with its line; exit status 2.
