@@ -92,27 +92,28 @@ def iou(a, b) -> float:
 
 
 def test_tracker_keeps_ids_of_two_persons_crossing_one_leaving_one_arriving():
-    """A moves right, B left, a little lower, through each other (at step 3 they overlap by IoU 0.6); C stands,
-    then is gone for good; D arrives late and gets a new id. Without the velocity prediction A and B swap ids
-    after the crossing (their last boxes match the other's new box better)."""
-    tracker = IoUTracker(min_iou=0.3, max_age=1)
+    """A moves right, B left, a little lower, 0.15 of the frame per keyframe; they pass each other between
+    steps 2 and 3, so at step 3 each one's last box lies on the other's new box (IoU 0.9): matched on last boxes
+    they swap ids, matched on boxes predicted at constant velocity they keep them. C stands, then is gone for
+    good (its track ends after ``max_age`` misses); D arrives late and gets a new id."""
+    tracker = IoUTracker(min_iou=0.1, max_age=1)
     seen = []
-    for step in range(7):
-        a = [0.1 + 0.1 * step, 0.2, 0.3 + 0.1 * step, 0.7]
-        b = [0.7 - 0.1 * step, 0.25, 0.9 - 0.1 * step, 0.75]
-        boxes = [b, a] + ([[0.8, 0.8, 0.9, 0.95]] if step < 3 else []) + ([[0.0, 0.8, 0.1, 0.95]] if step >= 5 else [])
+    for step in range(5):
+        a = [0.15 * step, 0.2, 0.2 + 0.15 * step, 0.7]
+        b = [0.75 - 0.15 * step, 0.25, 0.95 - 0.15 * step, 0.75]
+        boxes = [b, a] + ([[0.8, 0.8, 0.9, 0.95]] if step < 2 else []) + ([[0.0, 0.8, 0.1, 0.95]] if step >= 3 else [])
         seen.append(tracker.update(torch.tensor(boxes)))
-    assert [s[:2] for s in seen] == [[1, 2]] * 7  # B then A, in the order given, every step
-    assert [s[2:] for s in seen] == [[3], [3], [3], [], [], [4], [4]]
-    assert all(t.id != 3 for t in tracker.tracks)  # C's track ended after max_age missed keyframes
+    assert [s[:2] for s in seen] == [[1, 2]] * 5  # B then A, in the order given, every step
+    assert [s[2:] for s in seen] == [[3], [3], [], [4], [4]]
+    assert all(t.id != 3 for t in tracker.tracks)
 
 
 def test_tracker_matches_the_best_pair_first():
-    """Two tracks, two boxes: the first track's best box is the second track's much better one; greedy on the
-    global best IoU gives each its own (a per-track nearest match would steal it)."""
+    """The first track's best new box (IoU 0.23) is the second track's far better one (0.78); greedy on the
+    best pair overall gives each track its own (the first gets its 0.14), a match track by track would not."""
     tracker = IoUTracker(min_iou=0.1)
-    tracker.update(torch.tensor([[0.0, 0.0, 0.4, 0.4], [0.2, 0.0, 0.6, 0.4]]))
-    ids = tracker.update(torch.tensor([[0.21, 0.0, 0.61, 0.4], [0.0, 0.0, 0.38, 0.4]]))
+    tracker.update(torch.tensor([[0.3, 0.0, 0.7, 0.4], [0.6, 0.0, 1.0, 0.4]]))
+    ids = tracker.update(torch.tensor([[0.55, 0.0, 0.95, 0.4], [0.0, 0.0, 0.4, 0.4]]))
     assert ids == [2, 1]
 
 
