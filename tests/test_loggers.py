@@ -230,3 +230,24 @@ def test_tensorboard_resume_same_dir_no_duplicate_steps(tmp_path):
     acc = EventAccumulator(str(tmp_path / "tensorboard"))
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(0, 0), (1, 1), (2, 2), (3, 13), (4, 14), (5, 15)]
+
+
+@pytest.mark.slow
+def test_resumed_run_continues_tensorboard_without_duplicates(tmp_path, tiny_kinetics):
+    """train.run twice (1 epoch, then resumed to 2 with ckpt_path=last): one tensorboard/ dir, every step once,
+    and the same steps as the CSV log."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mvit_video.train import run
+
+    base = ["debug=tiny", "data.num_classes=4", "data.crop_size=48", "data.train_jitter_scales=[48,60]", "test=false"]
+    base += [f"data.root={tiny_kinetics}", "data.synthetic=null", "logger=[csv,tensorboard]"]
+    run(compose_cfg([*base, "trainer.max_epochs=1"], tmp_path, tmp_path / "data"))
+    run(compose_cfg([*base, "trainer.max_epochs=2", "ckpt_path=last"], tmp_path, tmp_path / "data"))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(("tensorboard", "version"))] == ["tensorboard"]
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("train/loss_step")]
+    assert steps == sorted(set(steps)) == [0, 1, 2, 3]  # 2 batches per epoch (debug=tiny), 2 epochs
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows if r.get("train/loss_step")] == steps
