@@ -6,6 +6,10 @@ A frame loader turns one item's source (a video path, a list of frame paths) int
 (``ssv2.SegmentFrames``). The dataset does the rest once: views (clips x crops) in test mode, unreadable videos,
 the time-shuffle control, repeated augmentation, the transform.
 
+``source=stream``: the same items read from shards (``uri``, made by ``scripts/make_shards.py``; ``streaming.py``):
+the manifest lists them in the files' order, and each file's bytes go to the same frame loader, so a streamed
+dataset gives the same samples as the files, index for index and seed for seed.
+
 Unreadable videos: in training a sample whose file cannot be decoded is replaced by a random other one; in val and
 test it is not (it would be scored twice) but comes back marked ``valid=False``. Every sample carries the names of
 the files that failed for it (``unreadable``), which the task counts once per file across workers and processes.
@@ -13,6 +17,7 @@ the files that failed for it (``unreadable``), which the task counts once per fi
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -164,8 +169,19 @@ class ClipDataModule(VideoDataModule):
         num_samples: int = 1,
         inverse_uniform_jitter: bool = False,
         time_shuffle_control: bool = False,
+        source: str = "files",
+        uri: str | None = None,
+        cache_dir: str | None = None,
+        storage_options: dict | None = None,
     ) -> None:
         super().__init__(root, batch_size, num_workers, test_batch_size, synthetic)
+        self.source, self.streaming = source, source == "stream"
+        if self.streaming and not uri:
+            raise ValueError(
+                "data.source=stream needs data.uri=URI (s3://bucket/prefix or a folder made by scripts/make_shards.py)"
+            )
+        self.uri, self.cache_dir = uri, cache_dir
+        self.storage_options = dict(storage_options) if storage_options else None
         self.num_classes = num_classes
         self.num_frames, self.sampling_rate, self.target_fps = num_frames, sampling_rate, target_fps
         self.crop_size = crop_size
@@ -194,10 +210,38 @@ class ClipDataModule(VideoDataModule):
         raise NotImplementedError
 
     def items(self, split: str) -> list[tuple[Any, int]]:
-        """``read_items(split)``, parsed once: ``check_files`` reads the splits before ``setup`` builds on them."""
+        """``read_items(split)``, parsed once: ``check_files`` reads the splits before ``setup`` builds on them.
+        Streaming: the same items as shard samples, from the manifest."""
         if split not in self._items:
-            self._items[split] = self.read_items(split)
+            if self.streaming:
+                from .streaming import stream_items
+
+                self._items[split] = stream_items(self.manifest, split, self.num_classes)
+            else:
+                self._items[split] = self.read_items(split)
         return self._items[split]
+
+    @functools.cached_property
+    def manifest(self):
+        """The shards' ``streaming.Manifest`` (``source=stream``), read once."""
+        from .streaming import read_manifest
+
+        return read_manifest(self.uri, self.storage_options)
+
+    def stream_class_names(self) -> dict[int, str]:
+        """Class names from the shards' manifest, their count checked against ``num_classes``."""
+        names = self.manifest.class_names
+        if len(names) != self.num_classes:
+            raise ValueError(f"{self.uri}/manifest.json lists {len(names)} classes, but data.num_classes={self.num_classes}")
+        return dict(enumerate(names))
+
+    def check_files(self, train: bool = True, test: bool = True) -> None:
+        """Streaming: the manifest instead of the annotation files (each split in use, every label checked)."""
+        if not self.streaming:
+            return super().check_files(train, test)
+        for split in (["train", "val"] if train else []) + (["test"] if test else []):
+            self.items(split)
+        self.class_names  # noqa: B018  read and checked now
 
     def frame_loader(self, mode: str) -> FrameLoader:
         """How a clip's frames are read in ``mode`` (``train``, ``val`` or ``test``)."""
@@ -210,9 +254,14 @@ class ClipDataModule(VideoDataModule):
     def make_dataset(self, split: str) -> ClipDataset:
         mode = "test" if split.startswith("test") else split
         tf = ClipTransform(mode, flip=self.flip and mode != "test", **self.tf_kwargs)
+        load = self.frame_loader(mode)
+        if self.streaming:
+            from .streaming import StreamFrames
+
+            load = StreamFrames(load, self.cache_dir, self.storage_options)
         return ClipDataset(
             self.items(mode),
-            self.frame_loader(mode),
+            load,
             tf,
             self.num_frames,
             mode,

@@ -6,6 +6,7 @@ space, the label being the last field (so paths may hold spaces: every Kinetics 
 ``path fn label`` and ``path`` alone (label 0). Relative paths are joined to ``path_prefix`` (default: ``ROOT``).
 Optional ``ROOT/classnames.txt``: one class name per line, in label order. ``check_files`` reads them all before
 training starts (the readers are in ``annotations.py``; unreadable videos are handled by ``clips.ClipDataset``).
+``source=stream uri=s3://bucket/prefix``: the same items from shards (``streaming.py``, ``scripts/make_shards.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class WindowFrames:
 
 
 class KineticsDataModule(ClipDataModule):
-    """Kinetics-format data; the clip options are ``ClipDataModule``'s. ``decoder``: see ``decoding.DECODERS``."""
+    """Kinetics-format data; the clip options are ``ClipDataModule``'s. ``decoder``: see ``decoding.DECODERS``.
+    ``source``: ``files`` (the CSVs and videos under ``root``) or ``stream`` (shards at ``uri``)."""
 
     def __init__(
         self,
@@ -49,6 +51,8 @@ class KineticsDataModule(ClipDataModule):
         test_csv: str = "test.csv",
         **clip_options: Any,
     ) -> None:
+        if clip_options.get("source", "files") not in ("files", "stream"):
+            raise ValueError(f"source must be 'files' or 'stream', got {clip_options['source']!r}")
         super().__init__(root, num_classes, **clip_options)
         self.decoder = check_decoder(decoder)
         self.path_prefix = Path(path_prefix) if path_prefix else self.root
@@ -87,7 +91,10 @@ class KineticsDataModule(ClipDataModule):
 
     @functools.cached_property
     def class_names(self) -> dict[int, str]:
-        """``classnames.txt`` (its count checked against ``num_classes``), or the label ids as names; read once."""
+        """``classnames.txt`` (its count checked against ``num_classes``), or the label ids as names; read once.
+        Streaming: the names the shards' manifest carries."""
+        if self.streaming:
+            return self.stream_class_names()
         path = self.root / "classnames.txt"
         names = read_classnames(path, self.num_classes) if path.is_file() else [str(i) for i in range(self.num_classes)]
         return dict(enumerate(names))

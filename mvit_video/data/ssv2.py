@@ -9,6 +9,8 @@ Layout under ``root``::
     20bn-something-something-v2/ID.webm      source: video
     frame_lists/{train,val}.csv + frames/    source: frames ("original_vido_id video_id frame_id path labels")
 
+``source=stream uri=...``: the webm files from shards (``scripts/make_shards.py`` over ``source=video``).
+
 Templates lose their brackets before the label lookup. There is no public test-set labelling, so testing runs on
 the validation split (1 clip x 3 crops). Frames are RGB: SlowFast reads BGR with OpenCV and reverses the channels
 (REVERSE_INPUT_CHANNEL), which is the same input to the model.
@@ -26,7 +28,7 @@ import torch
 
 from .annotations import DatasetFormatError, read_frame_lists, read_ssv2_labels, read_ssv2_split
 from .clips import ClipDataModule
-from .decoding import read_frames
+from .decoding import VideoBytes, av_input, read_frames
 
 LABELS_FILE = "something-something-v2-labels.json"
 SPLIT_FILES = {"train": "something-something-v2-train.json", "val": "something-something-v2-validation.json"}
@@ -64,11 +66,11 @@ class SegmentFrames:
         return torch.stack([torch.from_numpy(frames[i].to_ndarray(format="rgb24")).permute(2, 0, 1) for i in idx])
 
 
-def _decode_all(path: str) -> list:
-    """Every frame of a (short) video as PyAV frames; only the sampled ones are converted to RGB."""
+def _decode_all(path: str | VideoBytes) -> list:
+    """Every frame of a (short) video (a file or its bytes) as PyAV frames; only the sampled ones are converted to RGB."""
     import av
 
-    with av.open(path) as container:
+    with av.open(av_input(path)) as container:
         frames = list(container.decode(video=0))
     if not frames:
         raise ValueError(f"{path}: no video frames")
@@ -98,8 +100,8 @@ class SSv2DataModule(ClipDataModule):
     ) -> None:
         if flip and not allow_flip:
             raise ValueError(FLIP_MESSAGE)
-        if source not in ("frames", "video"):
-            raise ValueError(f"source must be 'frames' or 'video', got {source!r}")
+        if source not in ("frames", "video", "stream"):
+            raise ValueError(f"source must be 'frames', 'video' or 'stream', got {source!r}")
         super().__init__(
             root,
             num_classes,
@@ -108,6 +110,7 @@ class SSv2DataModule(ClipDataModule):
             test_num_clips=test_num_clips,
             test_num_crops=test_num_crops,
             inverse_uniform_jitter=inverse_uniform_jitter,
+            source=source,
             **clip_options,
         )
         self.source, self.video_dir, self.frame_list_dir, self.frame_dir = source, video_dir, frame_list_dir, frame_dir
@@ -133,7 +136,9 @@ class SSv2DataModule(ClipDataModule):
 
     @functools.cached_property
     def class_names(self) -> dict[int, str]:
-        """From the labels file (its count checked against ``num_classes``), read once."""
+        """From the labels file (its count checked against ``num_classes``), read once; streaming: the manifest's."""
+        if self.streaming:
+            return self.stream_class_names()
         ids = read_ssv2_labels(self.root / LABELS_FILE, self.num_classes)
         return {i: name for name, i in sorted(ids.items(), key=lambda item: item[1])}
 
