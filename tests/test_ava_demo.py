@@ -6,6 +6,7 @@ person detector is ``ColourBoxDetector``, a deterministic stand-in that finds th
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -291,3 +292,166 @@ def test_colour_box_detector_finds_the_actors_of_an_ffmpeg_video(tmp_path):
         assert len(boxes) == len(truth) and scores.eq(1).all()
         for box, t in zip(boxes.tolist(), truth):  # the palette's order: red, green, blue, yellow
             assert iou([box[0] * W, box[1] * H, box[2] * W, box[3] * H], (t[0], t[1], min(t[2], W), t[3])) > 0.9
+
+
+# scripts/cvat_to_ava.py: a hand-written "CVAT for video 1.1" export (the structure of CVAT's docs, "XML annotation
+# format", Interpolation, and of its exporter: meta/task/labels with attribute declarations, original_size, tracks
+# of boxes with outside/occluded/keyframe and per-box attributes), once with only the keyframes and once with every
+# frame as CVAT's own export writes it.
+CVAT_HEAD = """<?xml version="1.0" encoding="utf-8"?>
+<annotations>
+  <version>1.1</version>
+  <meta>
+    <task>
+      <id>7</id>
+      <name>street scene</name>
+      <size>150</size>
+      <mode>interpolation</mode>
+      <overlap>0</overlap>
+      <labels>
+        <label>
+          <name>person</name>
+          <type>rectangle</type>
+          <attributes>
+            <attribute>
+              <name>action</name>
+              <mutable>True</mutable>
+              <input_type>select</input_type>
+              <default_value>stand</default_value>
+              <values>stand
+walk
+sit</values>
+            </attribute>
+            <attribute>
+              <name>talk</name>
+              <mutable>True</mutable>
+              <input_type>checkbox</input_type>
+              <default_value>false</default_value>
+              <values>false</values>
+            </attribute>
+          </attributes>
+        </label>
+        <label>
+          <name>run</name>
+          <type>rectangle</type>
+          <attributes>
+          </attributes>
+        </label>
+      </labels>
+      <original_size>
+        <width>640</width>
+        <height>480</height>
+      </original_size>
+    </task>
+    <dumped>2026-11-26 03:00:00.000000+00:00</dumped>
+  </meta>
+"""
+# (track id, label, group id, [(frame, outside, (xtl, ytl, xbr, ybr), {attribute: value})]): the keyframes.
+CVAT_TRACKS = [
+    (
+        0,
+        "person",
+        0,
+        [
+            (0, 0, (64, 48, 128, 240), {"action": "stand", "talk": "false"}),
+            (60, 0, (192, 48, 256, 240), {"action": "walk", "talk": "true"}),
+            (75, 1, (192, 48, 256, 240), {"action": "walk", "talk": "true"}),  # leaves ...
+            (105, 0, (320, 96, 384, 288), {"action": "sit", "talk": "false"}),  # ... and comes back
+        ],
+    ),
+    (1, "run", 0, [(30, 0, (320, 240, 384, 432), {}), (90, 0, (448, 240, 512, 432), {}), (100, 1, (448, 240, 512, 432), {})]),
+    (2, "run", 1, [(0, 0, (512, 0, 576, 192), {}), (1, 1, (512, 0, 576, 192), {})]),  # one person, two tracks
+    (3, "person", 1, [(0, 0, (512, 0, 576, 192), {"action": "", "talk": "true"}), (1, 1, (512, 0, 576, 192), {})]),
+]
+# What AVA's layout must say (ids in declaration order: stand 1, walk 2, sit 3, talk 4, run 5; the group's person
+# id comes after the track ids: 4 + 1); frame 30 s is interpolated halfway.
+CVAT_EXPECTED = """street_scene,0900,0.100,0.100,0.200,0.500,1,0
+street_scene,0900,0.800,0.000,0.900,0.400,4,5
+street_scene,0900,0.800,0.000,0.900,0.400,5,5
+street_scene,0901,0.200,0.100,0.300,0.500,1,0
+street_scene,0901,0.500,0.500,0.600,0.900,5,1
+street_scene,0902,0.300,0.100,0.400,0.500,2,0
+street_scene,0902,0.300,0.100,0.400,0.500,4,0
+street_scene,0902,0.600,0.500,0.700,0.900,5,1
+street_scene,0903,0.700,0.500,0.800,0.900,5,1
+street_scene,0904,0.500,0.200,0.600,0.600,3,0
+"""
+
+
+def _cvat_box(frame: int, outside: int, keyframe: int, xyxy, attrs: dict[str, str]) -> str:
+    coords = " ".join(f'{k}="{v:.2f}"' for k, v in zip(("xtl", "ytl", "xbr", "ybr"), xyxy))
+    body = "".join(f'\n      <attribute name="{k}">{v}</attribute>' for k, v in attrs.items())
+    head = f'    <box frame="{frame}" keyframe="{keyframe}" outside="{outside}" occluded="0" {coords} z_order="0">'
+    return f"{head}{body}\n    </box>\n"
+
+
+def write_cvat_xml(path: Path, every_frame: bool, last_frame: int = 149) -> Path:
+    """``CVAT_TRACKS`` as an export: keyframes only, or every frame the way CVAT's exporter writes a track
+    (linear between keyframes, attributes of the keyframe before, nothing after an outside keyframe until the next
+    keyframe, the last shape held to the task's last frame; interpolated boxes have keyframe="0")."""
+    text = CVAT_HEAD
+    for tid, label, group, keys in CVAT_TRACKS:
+        text += f'  <track id="{tid}" label="{label}" source="manual"' + (f' group_id="{group}"' if group else "") + ">\n"
+        for i, (frame, outside, xyxy, attrs) in enumerate(keys):
+            text += _cvat_box(frame, outside, 1, xyxy, attrs)
+            if not every_frame or outside:
+                continue
+            nxt = keys[i + 1] if i + 1 < len(keys) else (last_frame + 1, 0, xyxy, attrs)
+            for f in range(frame + 1, nxt[0]):
+                w = (f - frame) / (nxt[0] - frame)
+                text += _cvat_box(f, 0, 0, [a + w * (b - a) for a, b in zip(xyxy, nxt[2])], attrs)
+        text += "  </track>\n"
+    path.write_text(text + "</annotations>\n")
+    return path
+
+
+@pytest.mark.parametrize("every_frame", [False, True], ids=["keyframes", "every_frame"])
+def test_cvat_video_export_becomes_ava_layout(tmp_path, every_frame):
+    from mvit_video.data.annotations import read_boxes
+    from mvit_video.metrics.ava_frame_map import read_labelmap
+
+    xml = write_cvat_xml(tmp_path / "annotations.xml", every_frame)
+    res = run_script("cvat_to_ava.py", xml, "--out", tmp_path / "ava", "--split", "val")
+    assert res.returncode == 0, res.stderr
+    ann = tmp_path / "ava" / "annotations"
+    assert (ann / "ava_val_v2.2.csv").read_text() == CVAT_EXPECTED
+    assert read_labelmap(ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt") == {
+        1: "stand",
+        2: "walk",
+        3: "sit",
+        4: "talk",
+        5: "run",
+    }
+    boxes = read_boxes(ann / "ava_val_v2.2.csv", is_groundtruth=True)  # the AVA dataset's reader takes it
+    assert boxes[("street_scene", 902)][(0.3, 0.1, 0.4, 0.5)] == {2, 4}
+
+
+def test_cvat_to_ava_takes_ids_from_a_label_map_and_names_bad_lines(tmp_path):
+    xml = write_cvat_xml(tmp_path / "annotations.xml", every_frame=False)
+    labelmap = tmp_path / "ava.pbtxt"
+    labels = {"stand": 12, "walk": 14, "sit": 11, "talk": 79, "run": 10}
+    labelmap.write_text("".join(f'label {{\n  name: "{n}"\n  label_id: {i}\n}}\n' for n, i in labels.items()))
+    res = run_script("cvat_to_ava.py", xml, "--out", tmp_path / "ava", "--labelmap", labelmap, "--video-id", "v1")
+    assert res.returncode == 0, res.stderr
+    rows = (tmp_path / "ava" / "annotations" / "ava_train_v2.2.csv").read_text().splitlines()
+    assert rows[0] == "v1,0900,0.100,0.100,0.200,0.500,12,0" and len(rows) == CVAT_EXPECTED.count("\n")
+
+    lines = xml.read_text().splitlines()
+    box_line = next(i for i, line in enumerate(lines) if '<track id="3"' in line) + 2  # the first talk converted
+    labelmap.write_text(labelmap.read_text().replace('"talk"', '"chat"'))
+    res = run_script("cvat_to_ava.py", xml, "--out", tmp_path / "ava", "--labelmap", labelmap)
+    assert res.returncode == 2 and f"annotations.xml:{box_line}: action 'talk' is not in the label map" in res.stderr
+
+    bad = tmp_path / "bad.xml"
+    no_ytl = [re.sub(' ytl="[^"]*"', "", line) if i == box_line - 1 else line for i, line in enumerate(lines)]
+    bad.write_text("\n".join(no_ytl))
+    res = run_script("cvat_to_ava.py", bad, "--out", tmp_path / "ava")
+    assert res.returncode == 2 and f"bad.xml:{box_line}: <box> has no 'ytl' attribute" in res.stderr, res.stderr
+    bad.write_text("\n".join(lines[:box_line] + lines[box_line + 3 :]))  # a <box> opened, never closed
+    res = run_script("cvat_to_ava.py", bad, "--out", tmp_path / "ava")
+    assert res.returncode == 2 and "bad.xml:" in res.stderr and "not well-formed XML (mismatched tag)" in res.stderr
+    images = CVAT_HEAD + '  <image id="0" name="f.jpg" width="640" height="480">\n  </image>\n</annotations>\n'
+    bad.write_text(images)
+    res = run_script("cvat_to_ava.py", bad, "--out", tmp_path / "ava")
+    line = CVAT_HEAD.count("\n") + 1
+    assert res.returncode == 2 and f"bad.xml:{line}: <image> elements: this is a 'CVAT for images' export" in res.stderr
