@@ -23,10 +23,11 @@ class AVAFrameMAP(Metric):
     ``class_ids`` order), as the detection CSV lists them, because the official evaluator's result depends on that
     order where scores tie. ``score_decimals`` / ``box_decimals``: round detection scores and all boxes as the CSV
     writer does (:func:`~mvit_video.metrics.ava_frame_map.csv_round`), so this metric equals the official evaluator
-    on the written file to the last bit; None keeps the values as given. One thing the batches cannot carry is the
-    ground truth's person ids, by which the official reader orders ground-truth boxes: they decide only which of two
-    boxes a detection takes when its IoU with both is exactly equal (>= 0.5), and then the CSV's evaluation is the
-    official one.
+    on the written file to the last bit; None keeps the values as given. Ground-truth boxes arrive as float32; rounded
+    to the annotation files' 3 decimals they are again exactly the values the evaluator parses from those files.
+    One thing the batches cannot carry is the ground truth's person ids, by which the official reader orders
+    ground-truth boxes: they decide only which of two boxes a detection takes when its IoU with both is exactly
+    equal (>= 0.5), and then the CSV's evaluation is the official one.
     """
 
     full_state_update = False
