@@ -93,12 +93,16 @@ def scan_classes(folder: Path) -> dict[str, list[str]]:
     return {name: class_videos(folder / name) for name in class_folders(folder)}
 
 
+NO_ROOT_CLASSES = 2  # the count before data.root exists: the fewest a classifier has, so its config builds
+
+
 def count_classes(root: str | Path) -> int:
-    """The number of classes under ``root`` (its ``train/`` folder in the split layout); 0 when ``root`` does not
-    exist yet, so that a config composes before the data is there (``check_files`` then names what is missing)."""
+    """The number of classes under ``root`` (its ``train/`` folder in the split layout). Before ``root`` exists,
+    ``NO_ROOT_CLASSES``, so that a config composes and builds without the data (``check_files`` then stops the run,
+    naming the missing folder, before a model is built)."""
     root = Path(root)
     if not root.is_dir():
-        return 0
+        return NO_ROOT_CLASSES
     return len(class_folders(root / "train" if has_split_folders(root) else root))
 
 
@@ -186,13 +190,14 @@ class FolderDataModule(ClipDataModule):
     def classes(self) -> list[str]:
         root = self.root / "train" if has_split_folders(self.root) else self.root
         names = class_folders(root)
+        if len(names) < 2:
+            raise FolderLayoutError(f"{root}: one class folder ({names[0]!r}); a classifier needs at least two")
         if self.expected_classes is not None and len(names) != self.expected_classes:
             raise FolderLayoutError(
                 f"{root}: {len(names)} class folders, but data.num_classes={self.expected_classes} "
                 "(leave data.num_classes=null to use the folders' count)"
             )
-        if len(names) != self.num_classes:
-            raise FolderLayoutError(f"{root}: {len(names)} class folders, but the model was configured for {self.num_classes}")
+        self.num_classes = len(names)  # counted now: a synthetic set is written after __init__ (prepare_data)
         return names
 
     @functools.cached_property

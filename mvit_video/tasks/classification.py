@@ -92,7 +92,7 @@ class VideoClassificationModule(L.LightningModule):
         if reset_head:
             net.reset_classifier(num_classes)
         self.frozen = freeze_modules(net, freeze)  # modules kept in eval mode (``train``)
-        weights = self._class_weights(class_weights, num_classes)
+        weights = self._class_weights(class_weights, num_classes, metadata or {})
         self.register_buffer("class_weights", weights, persistent=False)  # (K,) or None; not in checkpoints
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.num_classes = num_classes
@@ -105,11 +105,12 @@ class VideoClassificationModule(L.LightningModule):
         self.test_views = nn.ModuleList(MultiViewAccuracy(num_classes) for _ in TEST_PREFIXES)  # one per test loader
         self.unreadable: dict[str, set[str]] = {p: set() for p in ("train", "val", *TEST_PREFIXES)}  # this process's
 
-    def _class_weights(self, spec: str | list[float] | None, num_classes: int) -> torch.Tensor | None:
+    @staticmethod
+    def _class_weights(spec: str | list[float] | None, num_classes: int, metadata: dict[str, Any]) -> torch.Tensor | None:
         if spec is None:
             return None
         if spec == "balanced":
-            counts = self.metadata.get("train_class_counts")
+            counts = metadata.get("train_class_counts")
             if counts is None:
                 raise ValueError(
                     "task.class_weights=balanced needs the training split's class counts, which this datamodule does not "
