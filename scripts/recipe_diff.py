@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Our resolved experiment configs next to the official MViTv2 recipes (mvit_video/recipes.py, spec §2.1-2.3).
+"""Our resolved experiment configs next to the official MViTv2 recipes (mvit_video/recipes.py, spec §2.1-2.3), and
+next to the paper's where no config ships one (MViTv2-L §B.4, AVA §B.6).
 
 For every experiment with an official counterpart, prints each recipe value (ours | official | verdict) and
 exits non-zero on any difference that the experiment file does not declare under ``recipe_deviations`` with its
