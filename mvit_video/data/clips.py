@@ -235,6 +235,11 @@ class ClipDataModule(VideoDataModule):
             raise ValueError(f"{self.uri}/manifest.json lists {len(names)} classes, but data.num_classes={self.num_classes}")
         return dict(enumerate(names))
 
+    def prepare_data(self) -> None:
+        """Streaming: nothing to write (a synthetic spec is for the files under ``root``)."""
+        if not self.streaming:
+            super().prepare_data()
+
     def check_files(self, train: bool = True, test: bool = True) -> None:
         """Streaming: the manifest instead of the annotation files (each split in use, every label checked)."""
         if not self.streaming:

@@ -1,0 +1,312 @@
+"""Shards in object storage (issue 20): a file's bytes decode to the same clips as the file, with every decoder;
+``scripts/make_shards.py`` writes LitData shards to a real S3 API (moto's server on 127.0.0.1, a bucket made by the
+test) and resumes after a kill; ``data.source=stream`` gives the files' samples index for index, 2 ranks x 2
+workers read every sample once per epoch, and a SIGUSR2 mid-epoch resume ends on the uninterrupted run's weights."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mvit_video.data import streaming
+from mvit_video.data.decoding import VideoBytes, decode_clip
+from mvit_video.data.kinetics import KineticsDataModule
+
+from .helpers import assert_same_final_state, compose_cfg, run_script
+from .video_zoo import require_decoder
+
+ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "mvit-shards"  # S3 bucket names: 3-63 characters
+CLIP_KW = dict(num_classes=4, num_frames=8, sampling_rate=4, crop_size=32, train_jitter_scales=(32, 40), test_short_side=32)
+# Files of the zoo (written by the ffmpeg CLI) whose timing or layout a decoder could get wrong from a byte stream:
+# B-frames, variable frame rate, a display rotation, a first frame at 5 s, VP9 in WebM, an AVI with packed B-frames.
+ZOO_FILES = ("h264.mp4", "vfr.mp4", "rotate90.mp4", "start_offset.mp4", "vp9.webm", "mpeg4.avi")
+
+
+# Decoding from bytes (unmarked) ---------------------------------------------------------------------------------
+
+
+def _assert_bytes_decode_like_files(files: list[Path], decoder: str, clips: int) -> None:
+    for path in files:
+        held = VideoBytes(path.name, path.read_bytes())
+        for clip in range(clips):
+            want = decode_clip(path, 8, 0.5, clip, clips, None, decoder)  # (T, C, H, W)
+            assert torch.equal(decode_clip(held, 8, 0.5, clip, clips, None, decoder), want), (path.name, clip)
+        rng, rng_held = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+        want = decode_clip(path, 8, 0.5, rng=rng, decoder=decoder)
+        assert torch.equal(decode_clip(held, 8, 0.5, rng=rng_held, decoder=decoder), want), path.name
+
+
+@pytest.mark.parametrize("decoder", ["pyav", "torchcodec"])
+def test_video_bytes_decode_to_the_files_clips(decoder, video_zoo):
+    """A shard's sample is the file's bytes: the decoders we train with give the same frames from them as from the
+    file, for test views and a random window (the same seed), bit for bit; here on B-frames and a rotated video."""
+    _assert_bytes_decode_like_files([video_zoo["h264.mp4"], video_zoo["rotate90.mp4"]], require_decoder(decoder), clips=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decoder", ["pyav", "torchcodec", "decord", "pytorchvideo"])
+def test_video_bytes_decode_to_the_files_clips_every_decoder(decoder, tiny_kinetics, video_zoo):
+    """The same for every decoder, on the tiny set's H.264 and the zoo's VFR, start-offset, VP9 and AVI files."""
+    files = [next((tiny_kinetics / "videos" / "train").rglob("*.mp4"))] + [video_zoo[n] for n in ZOO_FILES if n in video_zoo]
+    assert len(files) >= 4, sorted(video_zoo)
+    _assert_bytes_decode_like_files(files, require_decoder(decoder), clips=3)
+
+
+def test_ssv2_segments_from_bytes_equal_the_files(video_zoo):
+    """SSv2's whole-video segment sampling reads a webm from bytes as from the file."""
+    from mvit_video.data.ssv2 import SegmentFrames
+
+    path = video_zoo["vp9.webm"]
+    load = SegmentFrames(8, train=True)
+    want = load(str(path), 0, 1, torch.Generator().manual_seed(3))
+    assert torch.equal(load(VideoBytes(path.name, path.read_bytes()), 0, 1, torch.Generator().manual_seed(3)), want)
+
+
+def test_stream_without_shards_names_the_manifest_and_the_fix(tmp_path):
+    dm = KineticsDataModule(str(tmp_path), source="stream", uri=str(tmp_path / "none"), **CLIP_KW)
+    with pytest.raises(FileNotFoundError, match="make_shards.py") as err:
+        dm.check_files()
+    assert str(tmp_path / "none" / "manifest.json") in str(err.value)
+    with pytest.raises(ValueError, match="data.uri"):
+        KineticsDataModule(str(tmp_path), source="stream", **CLIP_KW)
+    with pytest.raises(ValueError, match="'files' or 'stream'"):
+        KineticsDataModule(str(tmp_path), source="s3", **CLIP_KW)
+
+
+def test_allow_http_endpoint_reaches_litdatas_obstore_options(monkeypatch):
+    """obstore refuses http:// unless its client options say so, and LitData passes options of its own: we add
+    allow_http to them for an http endpoint only (without it, moto's server gets no request: 'BadScheme')."""
+    from litdata.streaming import downloader
+
+    monkeypatch.setattr(downloader, "_OBSTORE_CLIENT_OPTIONS", {"timeout": "200s"})
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://s3.example.com")
+    streaming.allow_http_endpoint()
+    assert "allow_http" not in downloader._OBSTORE_CLIENT_OPTIONS
+    streaming.allow_http_endpoint({"endpoint_url": "http://127.0.0.1:9000"})
+    assert downloader._OBSTORE_CLIENT_OPTIONS == {"timeout": "200s", "allow_http": True}
+
+
+# A real S3 API (slow: LitData's writer starts worker processes) ---------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3 server on 127.0.0.1 (a free port), dummy credentials in the environment, one empty bucket."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": url,
+        }.items():
+            mp.setenv(key, value)
+        mp.delenv("AWS_PROFILE", raising=False)
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def shards(s3, tiny_kinetics, tmp_path_factory):
+    """The tiny Kinetics set as shards in the bucket, written by make_shards with 2 workers."""
+    uri = f"s3://{BUCKET}/tiny"
+    work = tmp_path_factory.mktemp("shard_logs")
+    done = run_script("make_shards.py", tiny_kinetics, "--out", uri, "--set", "num_classes=4", "--workers", 2, "--work-dir", work)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "train: 16 videos" in done.stdout and f"{uri}/manifest.json" in done.stdout
+    return uri
+
+
+@pytest.mark.slow
+def test_make_shards_stores_the_files_bytes_with_a_manifest(shards, tiny_kinetics):
+    import boto3
+
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert {"tiny/manifest.json", "tiny/train/index.json", "tiny/val/index.json", "tiny/test/index.json"} <= keys
+    manifest = streaming.read_manifest(shards)
+    assert manifest.class_names == ["moving_left", "moving_right", "moving_up", "moving_down"]
+    assert {s: e["count"] for s, e in manifest.splits.items()} == {"train": 16, "val": 8, "test": 8}
+    assert manifest.splits["train"]["per_class"] == dict.fromkeys(manifest.class_names, 4)
+    files = KineticsDataModule(str(tiny_kinetics), **CLIP_KW)
+    for split in ("train", "val", "test"):
+        samples = manifest.samples(split)
+        assert [(str(tiny_kinetics / key), label) for key, label, _, _ in samples] == files.items(split)  # same order
+        for key, _, sha, size in samples[:3]:
+            data = (tiny_kinetics / key).read_bytes()  # no re-encoding: the file's bytes, its checksum
+            assert size == len(data) and sha == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decoder", ["pyav", "torchcodec"])
+def test_streamed_datasets_equal_the_files(decoder, shards, tiny_kinetics, tmp_path):
+    """Every split, every sample (test: every view), the same (index, seed): ``torch.equal`` to the files'."""
+    decoder = require_decoder(decoder)
+    files = KineticsDataModule(str(tiny_kinetics), decoder=decoder, test_num_clips=2, test_num_crops=3, **CLIP_KW)
+    stream = KineticsDataModule(
+        str(tmp_path / "absent"), decoder=decoder, source="stream", uri=shards, cache_dir=str(tmp_path / "cache"),
+        test_num_clips=2, test_num_crops=3, **CLIP_KW,
+    )  # fmt: skip
+    for dm in (files, stream):
+        dm.check_files()
+        dm.setup("fit")
+        dm.setup("test")
+    assert stream.class_names == files.class_names
+    for split in ("train", "val", "test"):
+        a, b = files.datasets[split], stream.datasets[split]
+        assert len(a) == len(b)
+        for i in range(len(a)):
+            x, y = a[(i, 1000 + i)], b[(i, 1000 + i)]
+            assert torch.equal(x["video"], y["video"]) and x["label"] == y["label"], (split, i)
+            assert y["unreadable"] == [] and y["valid"]
+    assert any((tmp_path / "cache").rglob("*.bin")), "the chunks came through the S3 API into the cache"
+
+
+@pytest.mark.slow
+def test_a_corrupt_chunk_is_an_unreadable_video(shards, tmp_path):
+    """The reader checks each sample's sha256: a changed byte makes the sample unreadable (named), not a wrong clip."""
+    manifest = streaming.read_manifest(shards)
+    key, label, sha, _ = manifest.samples("val")[0]
+    wrong = streaming.ShardSample(manifest.split_uri("val"), 0, key, "0" * 64)
+    with pytest.raises(streaming.VideoReadError, match="sha256 mismatch"):
+        streaming.fetch(wrong, str(tmp_path))
+    other = streaming.ShardSample(manifest.split_uri("val"), 1, key, sha)
+    with pytest.raises(streaming.VideoReadError, match="different runs"):
+        streaming.fetch(other, str(tmp_path))
+    assert streaming.fetch(streaming.ShardSample(manifest.split_uri("val"), 0, key, sha), str(tmp_path)).name == key
+
+
+def _rank_epochs(rank: int, init_file: str, uri: str, cache: str, out: str) -> None:
+    """One of 2 gloo ranks: 2 epochs of the streamed training loader (2 workers); the video ids it saw."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    dm = KineticsDataModule(
+        "/absent", source="stream", uri=uri, cache_dir=cache, batch_size=2, num_workers=2, decoder="pyav", **CLIP_KW
+    )
+    dm.check_files(test=False)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    seen = []
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        seen.append([(int(v), int(lab)) for batch in loader for v, lab in zip(batch["video_index"], batch["label"])])
+    torch.save(seen, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_two_workers_read_every_sample_once_per_epoch(shards, tmp_path, monkeypatch):
+    import torch.multiprocessing as mp
+
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    mp.spawn(_rank_epochs, args=(str(tmp_path / "init"), shards, str(tmp_path / "cache"), str(tmp_path / "seen")), nprocs=2)
+    seen = [torch.load(f"{tmp_path / 'seen'}.{rank}") for rank in range(2)]
+    labels = [
+        label for _, label in KineticsDataModule(str(Path("/absent")), source="stream", uri=shards, **CLIP_KW).items("train")
+    ]
+    orders = []
+    for epoch in range(2):
+        both = seen[0][epoch] + seen[1][epoch]
+        assert len(seen[0][epoch]) == len(seen[1][epoch]) == 8
+        assert sorted(v for v, _ in both) == list(range(16)), epoch  # every sample once, on one rank
+        assert all(label == labels[v] for v, label in both)
+        orders.append([v for v, _ in seen[0][epoch]])
+    assert orders[0] != orders[1]  # a new order each epoch
+
+
+@pytest.mark.slow
+def test_streamed_run_stopped_by_sigusr2_resumes_to_the_same_weights(shards, tmp_path):
+    """Streamed from S3 with workers: SIGUSR2 after step 2 of 2 x 4 steps, resume from last.ckpt; the weights and
+    AdamW state equal an uninterrupted streamed run's."""
+    from mvit_video.train import run
+
+    common = [
+        "debug=tiny",
+        "data.source=stream",
+        f"data.uri={shards}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.num_classes=4",
+        "data.num_workers=2",
+        "data.decoder=pyav",
+        "data.test_num_clips=1",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=null",
+        "test=false",
+        "model.drop_path_rate=0.1",
+    ]
+
+    def cfg(name: str, extra: list[str]):
+        return compose_cfg(
+            [f"data.root={tmp_path / 'absent'}", "data.synthetic=null", *common, *extra], tmp_path / name, tmp_path / "data"
+        )
+
+    run(cfg("plain", []))
+    signal_at = ["+callbacks.signal._target_=tests.helpers.SignalAtStep", "+callbacks.signal.step=2"]
+    with pytest.raises(SystemExit) as stop:
+        run(cfg("pre", signal_at))
+    assert stop.value.code == 128 + signal.SIGUSR2
+    saved = torch.load(tmp_path / "pre" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 3 and saved["KineticsDataModule"] == {"epoch": 0, "batches": 3}  # mid-epoch
+    run(cfg("pre", ["ckpt_path=last"]))
+    assert_same_final_state(tmp_path / "pre", tmp_path / "plain")
+
+
+@pytest.mark.slow
+def test_make_shards_resumes_after_a_kill(tiny_kinetics, tmp_path):
+    """make_shards killed (SIGKILL to its process group) while writing the train split, then run again: one
+    sample per item, in order, each with its file's checksum; the manifest is written only by the finished run."""
+    out, work = tmp_path / "shards", tmp_path / "work"
+    args = [str(tiny_kinetics), "--out", str(out), "--set", "num_classes=4", "--work-dir", str(work), "--chunk-bytes", "30KB"]
+    slow = (  # each sample takes 0.5 s, so the kill lands in the middle of the split
+        "import sys, time, runpy; from mvit_video.data import streaming; call = streaming.SampleWriter.__call__; "
+        "streaming.SampleWriter.__call__ = lambda self, item: (time.sleep(0.5), call(self, item))[1]; "
+        f"sys.exit(runpy.run_path('scripts/make_shards.py')['main']({args!r}))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", slow], cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((out / "train").glob("chunk-*.bin"))) < 3 and proc.poll() is None:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(list((out / "train").glob("chunk-*.bin")))
+    assert 3 <= partial and not (out / "train" / "index.json").exists() and not (out / "manifest.json").exists()
+
+    done = run_script("make_shards.py", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    files = KineticsDataModule(str(tiny_kinetics), **CLIP_KW)
+    for split in ("train", "val", "test"):
+        ds = streaming.open_split(str(out / split))
+        samples = manifest["splits"][split]["samples"]
+        assert len(ds) == len(samples) == len(files.items(split)), split
+        for i, (key, label, sha, _) in enumerate(samples):
+            assert (ds[i]["key"], ds[i]["label"], ds[i]["sha256"]) == (key, label, sha)
+            assert (
+                streaming.fetch(streaming.ShardSample(str(out / split), i, key, sha)).data == (tiny_kinetics / key).read_bytes()
+            )
