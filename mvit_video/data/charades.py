@@ -125,7 +125,9 @@ def seq_frames(
 @dataclass
 class CharadesFrames:
     """Frame loader over a video id's frame folder or video file; ``last_span`` holds the seconds the last clip it
-    loaded covers (read right after the load by ``CharadesClipDataset``, in the same process)."""
+    loaded covers (read right after the load by ``CharadesClipDataset``, in the same process). For a video the window
+    is drawn again from the same generator state on our timeline's duration; decord measures the duration itself,
+    so with ``decoder=decord`` the span can differ from the frames' by a fraction of a frame."""
 
     num_frames: int
     sampling_rate: int
