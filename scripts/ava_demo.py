@@ -185,19 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     from mvit_video.models.convert import CheckpointReadError
     from mvit_video.persons import PERSON_SCORE, DetectorWeightsError, IoUTracker
 
-    try:
-        detector = load_detector(args.ckpt)
-    except (FileNotFoundError, CheckpointReadError, CheckpointMetadataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     persons = None
-    if args.detector:
+    if args.detector:  # first: its name and weights file are checked at once
         try:
             score = PERSON_SCORE if args.person_score is None else args.person_score
             persons = build_person_detector(args.detector, args.detector_weights, score, args.device)
         except (ValueError, DetectorWeightsError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    try:
+        detector = load_detector(args.ckpt)
+    except (FileNotFoundError, CheckpointReadError, CheckpointMetadataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     video = args.video_path or args.video
     if args.frames:
         paths = sorted(p for p in Path(args.frames).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
