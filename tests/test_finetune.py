@@ -155,7 +155,7 @@ def test_linear_probe_trains_only_the_head_on_deterministic_features():
     assert trainable == {"head.projection.weight", "head.projection.bias"}
     assert not any(m.training for m in (net.patch_embed, net.norm, *net.blocks)) and net.head.training
     x = torch.randn(2, 3, 4, 32, 32)  # (B, C, T, H, W)
-    feats = [net.norm(net.forward_features(x)[0])[:, 0] for _ in range(2)]  # drop path 0.5 would make these differ
+    feats = [net.forward_features(x)[0][:, 0] for _ in range(2)]  # (B, C) final-norm cls  # drop path 0.5 would make these differ
     torch.testing.assert_close(feats[0], feats[1], rtol=0, atol=0)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1.0)
@@ -232,12 +232,14 @@ def _tiny_source(num_classes: int) -> torch.nn.Module:
     return build_model("mvitv2_tiny", num_classes=num_classes, input_size=32, num_frames=8)
 
 
+@pytest.mark.slow  # a train.py run up to the first step: 5-7 s each on the shared 2-core machine
 def test_init_from_our_checkpoint(tmp_path, monkeypatch):
     src = _tiny_source(3)
     torch.save({"state_dict": {f"net.{k}": v for k, v in src.state_dict().items()}, "mvit_video": {}}, tmp_path / "a.ckpt")
     _same(_loaded_net(tmp_path, monkeypatch, tmp_path / "a.ckpt"), src.state_dict())  # same classes: head kept
 
 
+@pytest.mark.slow  # a train.py run up to the first step: 5-7 s each on the shared 2-core machine
 def test_init_from_a_slowfast_pyth_drops_a_head_of_another_size(tmp_path, monkeypatch):
     src = _tiny_source(7)
     torch.save({"model_state": {f"module.{k}": v for k, v in src.state_dict().items()}, "epoch": 1}, tmp_path / "k.pyth")
@@ -246,6 +248,7 @@ def test_init_from_a_slowfast_pyth_drops_a_head_of_another_size(tmp_path, monkey
     _same(net, src.state_dict(), skip=("head.",))
 
 
+@pytest.mark.slow  # a train.py run up to the first step: 5-7 s each on the shared 2-core machine
 def test_init_from_an_image_checkpoint_with_init_mode(tmp_path, monkeypatch):
     torch.manual_seed(3)
     image = build_model("mvitv2_tiny", video=False, num_frames=1, num_classes=10, input_size=32)
@@ -267,3 +270,50 @@ def test_init_from_torchvision_mvit_v2_s(tmp_path, monkeypatch):
     net = _loaded_net(tmp_path, monkeypatch, tmp_path / "tv.pth", "model.name=mvitv2_s_16x4", "data.crop_size=224")
     ours = build_model("mvitv2_s_16x4", num_classes=3, num_frames=8)  # debug=tiny's 8 frames: rel_pos_t resized
     _same(net, convert_state_dict(tv, "torchvision", ours, strict_head=False), skip=("head.",))
+
+
+# The done-when runs: a folder of direction-of-motion classes, trained in each mode ---------------------------------
+
+# experiment=finetune made small for 2 CPU cores: the tiny model at 4x32² (4 frames 8 apart: 1.07 s of the 1.2-1.6 s
+# videos), no flip (left/right are classes), no augmentation or mixup, the demo's lr; 2 test clips per video and the
+# time-shuffled control (test_time_shuffled/*).
+MOTION = [
+    "experiment=finetune", "model.name=mvitv2_tiny", "trainer=cpu", "data.num_frames=4", "data.sampling_rate=8",
+    "data.crop_size=32", "data.train_jitter_scales=[32,40]", "data.test_short_side=32", "data.flip=false",
+    "data.random_resized_crop=false", "data.rand_augment=null", "data.erase_prob=0.0", "data.num_samples=1",
+    "data.batch_size=8", "data.num_workers=2", "data.test_num_clips=2", "data.test_num_crops=1", "data.val_fraction=0.2",
+    "data.test_fraction=0.2", "data.time_shuffle_control=true", "model.drop_path_rate=0.0", "model.head_dropout=0.0",
+    "task.mixup=null", "task.optimizer.lr=5e-4", "task.scheduler.warmup_epochs=1", "task.scheduler.warmup_start_lr=1e-5",
+    "task.scheduler.end_lr=1e-6", "trainer.check_val_every_n_epoch=5", "callbacks.progress_bar=null",
+    "+data.synthetic.per_class=40", "+data.synthetic.min_seconds=1.2", "+data.synthetic.max_seconds=1.6",
+    "+data.synthetic.min_side=40", "+data.synthetic.max_side=56",
+]  # fmt: skip
+
+
+def above_chance(top1: float, videos: int, classes: int, alpha: float = 0.01) -> bool:
+    """Whether ``top1`` on ``videos`` test videos is more than chance would give with probability ``alpha``: the
+    one-sided binomial test against p = 1/classes."""
+    from math import comb
+
+    k, p = round(top1 * videos), 1 / classes
+    tail = sum(comb(videos, i) * p**i * (1 - p) ** (videos - i) for i in range(k, videos + 1))  # P(X >= k)
+    return tail < alpha
+
+
+@pytest.mark.slow
+def test_direction_folder_trains_in_each_mode_and_the_time_shuffled_control_falls(tmp_path):
+    """Full fine-tuning from random init learns the four directions; a linear probe and the last two blocks, each on
+    the full run's backbone with a new head (``reset_head``: the trained head would make the probe trivial), learn
+    them too. Shuffling the frames in time keeps every frame and loses the direction: the control falls towards chance."""
+    data = [f"data.root={tmp_path / 'dirs'}", f"paths.data_dir={tmp_path / 'data'}"]
+    results = {}
+    full_dir = tmp_path / "full"
+    results["full"] = train_module.run(compose_cfg([*MOTION, *data, "trainer.max_epochs=20"], full_dir, tmp_path / "data"))
+    ckpt = full_dir / "checkpoints" / "last.ckpt"
+    for mode in ("backbone", "last_2"):
+        over = [*MOTION, *data, "trainer.max_epochs=10", f"task.freeze={mode}", "task.reset_head=true", f"init_from={ckpt}"]
+        results[mode] = train_module.run(compose_cfg(over, tmp_path / mode, tmp_path / "data"))
+    for mode, m in results.items():
+        assert m["test/videos"] == 32, mode
+        assert above_chance(m["test/top1"], 32, 4), (mode, m["test/top1"])
+        assert m["test_time_shuffled/top1"] < (m["test/top1"] + 0.25) / 2, (mode, m)  # nearer chance than trained
