@@ -230,14 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= key < len(frames):
             continue
         ids = tracker.update(torch.tensor(boxes).reshape(-1, 4))
-        if not boxes:
-            continue
-        clip = frames[detector.frame_indices(key, len(frames))]
-        probs = detector.detect(clip, torch.tensor(boxes))  # (K, 80)
-        labels = detector.top_actions(probs, args.topk)
-        for i in range(max(0, key - FPS // 2), min(len(frames), key + FPS // 2)):
-            canvas[i] = draw(canvas[i], boxes, labels, ids)
-        rows += detection_rows(video_id, sec, boxes, probs, action_ids)
+        labels: list[list[tuple[str, float]]] = []
+        if boxes:  # a keyframe without persons is reported, with nothing to classify
+            clip = frames[detector.frame_indices(key, len(frames))]
+            probs = detector.detect(clip, torch.tensor(boxes))  # (K, 80)
+            labels = detector.top_actions(probs, args.topk)
+            for i in range(max(0, key - FPS // 2), min(len(frames), key + FPS // 2)):
+                canvas[i] = draw(canvas[i], boxes, labels, ids)
+            rows += detection_rows(video_id, sec, boxes, probs, action_ids)
         records.append({"second": sec, "boxes": boxes, "ids": ids, "actions": labels})
         print(json.dumps(records[-1]))
     out = Path(args.out)

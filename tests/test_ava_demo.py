@@ -168,6 +168,8 @@ def test_torchvision_adapter_loads_local_weights_and_keeps_persons(tmp_path):
     res = run_script("ava_demo.py", video, "--ckpt", tiny_ava_checkpoint(tmp_path / "ava.ckpt"), *args)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "demo.csv: 0 rows" in res.stdout and "0 tracks" in res.stdout and out.stat().st_size > 0
+    records = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert [(r["second"], r["boxes"]) for r in records] == [(0, []), (1, [])]  # one line per keyframe
     assert out.with_suffix(".csv").read_text() == ""
     torch.save({"backbone.x": torch.zeros(1)}, tmp_path / "w.pth")  # a file of another model
     with pytest.raises(DetectorWeightsError, match="w.pth: these weights do not fit ssdlite320_mobilenet_v3_large"):
