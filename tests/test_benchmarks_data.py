@@ -62,7 +62,10 @@ def charades(tmp_path_factory) -> Path:
 def test_ucf101_splits_from_the_official_lists(ucf, split):
     """Split k tests on group k; a test line's class is its folder, found without regard to the case of the file
     name (``HandstandPushups/v_HandStandPushups_g01_c01.avi``, as the official files are); CRLF line ends."""
+    from mvit_video.data.decoding import frame_timeline
+
     assert (ucf / "ucfTrainTestlist" / "classInd.txt").read_bytes().endswith(b"HandstandPushups\r\n")
+    assert frame_timeline(str(next((ucf / "UCF-101").rglob("*.avi")))).packed_b_frames  # B-frames in AVI, as DivX/XviD
     dm = UCF101DataModule(str(ucf), num_classes=2, split=split, **TINY)
     dm.check_files()
     assert dm.class_names == {0: "ApplyEyeMakeup", 1: "HandstandPushups"}
@@ -204,6 +207,24 @@ def test_charades_training_clip_labels_are_the_overlapping_actions(charades, sou
     assert seen == {1, 2}  # clips inside one segment and across the boundary
     video_label = dm.items("train")[video][1]
     assert multi_hot(segments, 3).equal(video_label) and video_label.sum() == 2
+
+
+def test_charades_frame_i_shows_second_i_over_24(charades):
+    """The frame folders (extracted by the ffmpeg CLI at 24 fps, as the official RGB release) show the mp4's frame at
+    (i-1)/24 s in file i: each JPEG is closest to the 30 fps frame nearest that time (the clip labels rely on it)."""
+    import av
+    import numpy as np
+
+    from mvit_video.data.decoding import read_frames
+
+    with av.open(str(charades / "Charades_v1_480" / "V0000.mp4")) as container:
+        video = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.float32)  # (N, H, W, 3)
+    names = sorted((charades / "Charades_v1_rgb" / "V0000").iterdir())
+    assert names[0].name == "V0000-000001.jpg" and len(names) == pytest.approx(len(video) * FRAME_FPS / 30, abs=1)
+    for j in range(0, len(names), 7):
+        jpg = read_frames([names[j]])[0].permute(1, 2, 0).numpy().astype(np.float32)  # (H, W, 3)
+        nearest = np.abs(video - jpg).mean((1, 2, 3)).argmin()
+        assert abs(nearest - j * 30 / FRAME_FPS) <= 0.5  # frame j (0-based) at j/24 s, the 30 fps frame nearest it
 
 
 def test_charades_errors_name_the_file_and_line(charades, tmp_path):
