@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 WEIGHTS_NAME = "model.safetensors"
@@ -136,14 +137,16 @@ def _resolve(name_or_dir: str | Path, revision: str | None) -> Path:
     return Path(local)
 
 
-def from_pretrained(name_or_dir: str | Path, revision: str | None = None, map_location: str = "cpu") -> nn.Module:
+def from_pretrained(
+    name_or_dir: str | Path, revision: str | None = None, map_location: str = "cpu", preset: str | None = None
+) -> nn.Module:
     """The model saved by ``save_pretrained`` in a directory or Hub repository ``org/name``, in eval mode: a
     ``VideoClassifier`` (``predict``, ``preprocessing``) when the config has preprocessing, else the bare model.
-    Reads ``config.json`` and ``model.safetensors`` only (no pickle: nothing in the files can run)."""
+    Reads ``config.json`` and ``model.safetensors`` only (no pickle: nothing in the files can run). ``preset``:
+    refuse another model (``hubconf.py``'s entries)."""
     from safetensors.torch import load_file
 
     from .inference import Preprocessing, VideoClassifier
-    from .models import build_model
 
     root = _resolve(name_or_dir, revision)
     weights, config_path = root / WEIGHTS_NAME, root / CONFIG_NAME
@@ -158,8 +161,10 @@ def from_pretrained(name_or_dir: str | Path, revision: str | None = None, map_lo
         raise PretrainedFormatError(f"{config_path}: line {err.lineno}: not JSON ({err.msg})") from err
     if config.get("library") != FORMAT or "preset" not in config:
         raise PretrainedFormatError(f"{config_path}: not an mvit_video config (library: {config.get('library')!r})")
-    model = build_model(config["preset"], **(config.get("model") or {}))
-    model.load_state_dict(load_file(weights, device=map_location))  # strict: every key and shape
+    if preset is not None and config["preset"] != preset:
+        raise PretrainedFormatError(f"{root} holds {config['preset']}, not {preset}: load it with {config['preset']!r}")
+    model = build_empty(config["preset"], **(config.get("model") or {}))
+    model.load_state_dict(load_file(weights, device=map_location), assign=True)  # strict: every key and shape
     if not config.get("preprocessing"):
         return model.eval()
     return VideoClassifier(model, Preprocessing.from_metadata(config["preprocessing"]))
@@ -177,11 +182,7 @@ def load_preset(preset: str, weights: str | Path | None = None, **overrides: Any
         return build_model(preset, **overrides)
     path = Path(weights)
     if path.is_dir() or (not path.exists() and str(weights).count("/") == 1 and path.suffix == ""):
-        model = from_pretrained(weights)
-        found = getattr(getattr(model, "model", model), "preset", None)
-        if found != preset:
-            raise PretrainedFormatError(f"{weights} holds {found}, not {preset}: load it with the entry {found!r}")
-        return model
+        return from_pretrained(weights, preset=preset)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file as load_safetensors
 
@@ -199,6 +200,15 @@ def load_preset(preset: str, weights: str | Path | None = None, **overrides: Any
     head = raw.get("head.projection.weight")
     if head is not None and "num_classes" not in overrides:
         overrides["num_classes"] = head.shape[0]
-    model = build_model(preset, **overrides)
-    model.load_state_dict(convert_state_dict(state, source, model))  # keys and shapes checked, tables resized
+    model = build_empty(preset, **overrides)
+    model.load_state_dict(convert_state_dict(state, source, model), assign=True)  # keys and shapes checked
     return model.eval()
+
+
+def build_empty(preset: str, **overrides: Any) -> nn.Module:
+    """The model without its random init (on the meta device): every tensor comes from the loaded state dict
+    (``load_state_dict(assign=True)``, strict, so none is left empty; the models have no unsaved buffers)."""
+    from .models import build_model
+
+    with torch.device("meta"):
+        return build_model(preset, **overrides)

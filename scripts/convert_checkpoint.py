@@ -87,12 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 def _to_hub(args, obj, source: str, state: dict, num_classes: int, overrides: dict) -> int:
     """The converted weights in the ``save_pretrained`` layout, with the preprocessing they expect."""
     from mvit_video.data.annotations import DatasetFormatError, read_classnames
-    from mvit_video.hub import save_pretrained
+    from mvit_video.hub import build_empty, save_pretrained
     from mvit_video.inference import Preprocessing
-    from mvit_video.models import build_model
 
-    model = build_model(args.model, num_classes=num_classes, **overrides)
-    model.load_state_dict(state)
+    model = build_empty(args.model, num_classes=num_classes, **overrides)
+    model.load_state_dict(state, assign=True)  # the converted tensors themselves, no random init first
     meta = obj.get("mvit_video") if isinstance(obj, dict) else None
     if meta and meta.get("class_names"):  # our checkpoint: the preprocessing it was trained with
         pre = Preprocessing.from_metadata(meta)
