@@ -296,8 +296,8 @@ class ResumableTensorBoardLogger(TensorBoardLogger):
 
 
 class EndOfTestReports(L.Callback):
-    """End-of-test reports (``mvit_video.reports``) in ``dirpath`` and every logger that takes images; ``worst``
-    keeps the worst classes for the end-of-run table.
+    """End-of-test reports (``mvit_video.reports``) in ``dirpath`` and every logger that takes images; ``report``
+    keeps the per-class values for the end-of-run table (``train.print_summary``).
 
     What it reads, without any task code of its own (the protocol):
 
@@ -309,8 +309,7 @@ class EndOfTestReports(L.Callback):
 
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
-        self.report: Any = None
-        self.worst: list[tuple[str, float, int]] = []
+        self.report: Any = None  # reports.ClassReport of the last test
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from .reports import classification_report, video_scores
@@ -339,7 +338,6 @@ class EndOfTestReports(L.Callback):
             return
         images = write_reports(self.report, self.dirpath)
         send_to_loggers(trainer.loggers, images, trainer.global_step)
-        self.worst = self.report.worst()
         log.info("test reports: %s", ", ".join(str(p) for p in images))
 
 

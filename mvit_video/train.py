@@ -91,7 +91,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     metrics["time_s"] = time.time() - start
     if trainer.is_global_zero:
         plot_curves(output_dir / "metrics.csv", output_dir / "curves.png")
-        print_summary(metrics, output_dir, reports.worst if reports else [], reports and reports.report)
+        print_summary(metrics, output_dir, reports.report if reports else None)
     return metrics
 
 
@@ -218,11 +218,9 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> Path | None:
     return out_png
 
 
-def print_summary(
-    metrics: dict[str, float], output_dir: Path, worst: list[tuple[str, float, int]] | None = None, report: Any = None
-) -> None:
-    """The run's numbers; ``worst``: the worst-classified test classes, (name, value, count), from ``report``
-    (``reports.ClassReport``, which names the metric)."""
+def print_summary(metrics: dict[str, float], output_dir: Path, report: Any = None) -> None:
+    """The run's numbers and, from ``report`` (``reports.ClassReport``: per-class test values), the worst-classified
+    classes."""
     from rich.console import Console
     from rich.table import Table
 
@@ -236,9 +234,10 @@ def print_summary(
     for key in ("val/videos", "val/unreadable_videos", "test/videos", "test/unreadable_videos"):  # what top1 covers
         if key in metrics:
             table.add_row(key, f"{metrics[key]:.0f}")
-    for name, value, count in worst or []:
-        videos = f" of {count} videos" if report is not None and report.metric == "accuracy" else ""
-        table.add_row(f"worst: {name}", f"{100 * value:.1f}% {report.metric if report is not None else ''}{videos}")
+    worst = report.worst() if report is not None else []
+    for name, value, count in worst:
+        videos = f" of {count} videos" if report.metric == "accuracy" else ""
+        table.add_row(f"worst: {name}", f"{100 * value:.1f}% {report.metric}{videos}")
     table.add_row("time", f"{metrics['time_s']:.0f} s")
     table.add_row("checkpoints", str(output_dir / "checkpoints"))
     table.add_row("metrics / curves", f"{output_dir / 'metrics.csv'} / {output_dir / 'curves.png'}")

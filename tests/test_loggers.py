@@ -18,12 +18,11 @@ ALL = "logger=[csv,tensorboard,wandb,mlflow]"
 
 
 def test_logger_groups_compose(tmp_path):
-    """The default keeps CSV and adds TensorBoard; a list as typed on the command line selects several; ~logger none."""
+    """The default keeps CSV and adds TensorBoard; a list as typed on the command line selects several (all four:
+    the slow fixture below); ~logger none."""
     keys = lambda *ov: list((compose_cfg(list(ov), tmp_path, tmp_path).get("logger") or {}).keys())  # noqa: E731
     assert keys() == ["csv", "tensorboard"]
     assert keys("logger=[csv,tensorboard]") == ["csv", "tensorboard"]
-    assert keys("logger=mlflow") == ["mlflow"]
-    assert keys(ALL) == ["csv", "tensorboard", "wandb", "mlflow"]
     assert keys("~logger") == []
 
 

@@ -113,7 +113,7 @@ def test_callback_reads_a_classifiers_test_metric(tmp_path):
     module.test_views[0].reset()  # what the task does next
     cb.on_test_end(_trainer(), module)
     assert (tmp_path / "reports" / "confusion_matrix.png").is_file()
-    assert cb.worst[:2] == [("swim", 0.0, 1), ("jump", 0.5, 2)]
+    assert cb.report.worst(2) == [("swim", 0.0, 1), ("jump", 0.5, 2)]
 
 
 @pytest.mark.parametrize(
@@ -130,7 +130,7 @@ def test_callback_reads_per_class_ap(tmp_path, metadata, names):
     cb = EndOfTestReports(tmp_path)
     cb.on_test_epoch_end(_trainer(), module)
     cb.on_test_end(_trainer(), module)
-    assert [(n, v) for n, v, _ in cb.worst] == [(names[0], 0.125), (names[1], 0.5)]
+    assert [(n, v) for n, v, _ in cb.report.worst()] == [(names[0], 0.125), (names[1], 0.5)]
     assert (tmp_path / "per_class_ap.png").stat().st_size > 1000 and not (tmp_path / "confusion_matrix.png").exists()
     assert [r["AP"] for r in csv.DictReader((tmp_path / "per_class.csv").open())] == ["0.125000", "0.500000", "nan"]
 
@@ -140,7 +140,7 @@ def test_summary_table_lists_the_worst_classes(tmp_path, capsys):
 
     scores, labels = video_scores(_metric().rows[0], len(NAMES))
     report = classification_report(scores, labels, NAMES)
-    print_summary({"test/top1": 0.5, "time_s": 1.0}, tmp_path, report.worst(), report)
+    print_summary({"test/top1": 0.5, "time_s": 1.0}, tmp_path, report)
     out = capsys.readouterr().out
     assert "worst: swim" in out and "0.0% accuracy of 1 videos" in out and "worst: jump" in out
     assert out.index("worst: swim") < out.index("worst: jump")
