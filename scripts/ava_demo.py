@@ -77,9 +77,9 @@ def draw(frame: np.ndarray, boxes: list[list[float]], labels: list[list[tuple[st
         colour = colour_of(tid)
         x1, y1, x2, y2 = box[0] * w, box[1] * h, box[2] * w, box[3] * h
         d.rectangle([x1, y1, x2, y2], outline=colour, width=max(3, w // 160))
-        d.text((x1 + 3, y1 + 3), f"id {tid}", fill=colour)
-        for i, (name, p) in enumerate(acts):
-            d.text((x1 + 3, y1 + 13 + 10 * i), f"{name} {p:.2f}", fill=colour)
+        text = "\n".join([f"id {tid}"] + [f"{name} {p:.2f}" for name, p in acts])
+        d.rectangle(d.multiline_textbbox((x1 + 4, y1 + 4), text, spacing=1), fill=(0, 0, 0))  # inside the outline
+        d.multiline_text((x1 + 4, y1 + 4), text, fill=colour, spacing=1)
     return np.asarray(img)
 
 
