@@ -99,6 +99,12 @@ def test_split_folders_layout_and_test_defaulting_to_val(tmp_path):
     dm = datamodule(root)
     assert dm.class_names == {0: "a b", 1: "é"} and not (root / "splits.json").exists()
     assert [(Path(p).relative_to(root).as_posix(), lab) for p, lab in dm.items("test")] == [("val/é/4.webm", 1)]
+    (root / "val" / "é" / "4.webm").unlink()
+    (root / "val" / "é").rmdir()
+    (root / "val").rmdir()
+    with pytest.raises(FolderLayoutError, match=r"train exists but .*val does not"):
+        datamodule(root)
+    touch_videos(root / "val", {"é": ["4.webm"]})
     touch_videos(root / "test", {"unknown": ["5.mp4"]})
     with pytest.raises(FolderLayoutError, match=r"test/unknown: class folder not among the 2 classes"):
         datamodule(root)

@@ -50,8 +50,8 @@ class FolderLayoutError(ValueError):
 
 
 def has_split_folders(root: Path) -> bool:
-    """Whether ``root`` holds the user's own split (``train/`` and ``val/``) rather than class folders."""
-    return (root / "train").is_dir() and (root / "val").is_dir()
+    """Whether ``root`` holds the user's own split (a ``train/`` folder) rather than class folders."""
+    return (root / "train").is_dir()
 
 
 def class_folders(folder: Path) -> list[str]:
@@ -208,6 +208,11 @@ class FolderDataModule(ClipDataModule):
             raise FileNotFoundError(f"data.root: no such folder: {self.root}; expected {LAYOUT}")
         ids = {name: label for label, name in enumerate(self.classes)}
         if has_split_folders(self.root):
+            if not (self.root / "val").is_dir():
+                raise FolderLayoutError(
+                    f"{self.root / 'train'} exists but {self.root / 'val'} does not: give val/<class>/<video> too, or move "
+                    f"the class folders up into {self.root} for a seeded split"
+                )
             out = {}
             for split in SPLITS:
                 if not (self.root / split).is_dir():
