@@ -192,11 +192,6 @@ class CharadesDataModule(ClipDataModule):
         self.decoder = check_decoder(decoder)
         self._actions: dict[str, list[list[Action]]] = {}
 
-    def write_synthetic(self, spec: dict[str, Any]) -> None:
-        from .synthetic_benchmarks import CharadesSpec, make_synthetic_charades
-
-        make_synthetic_charades(self.root, CharadesSpec(num_classes=self.num_classes, **spec))
-
     def required_files(self, train: bool, test: bool) -> list[Path]:
         return [self.root / CLASSES_FILE] + [self.root / SPLIT_FILES[s] for s in (("train", "test") if train else ("test",))]
 

@@ -57,11 +57,6 @@ class HMDB51DataModule(SplitVideoDataModule):
     ) -> None:
         super().__init__(root, num_classes, video_dir=video_dir, split_dir=split_dir, **options)
 
-    def write_synthetic(self, spec: dict[str, Any]) -> None:
-        from .synthetic_benchmarks import BenchmarkSpec, make_synthetic_hmdb51
-
-        make_synthetic_hmdb51(self.root, BenchmarkSpec(num_classes=self.num_classes, **spec))
-
     def split_files(self, train: bool) -> list[Path]:
         suffix = SPLIT_SUFFIX.format(split=self.split)
         return [self.split_dir / f"{name}{suffix}" for name in self.class_names.values()]

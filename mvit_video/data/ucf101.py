@@ -144,11 +144,6 @@ class UCF101DataModule(SplitVideoDataModule):
     def __init__(self, root: str, num_classes: int = 101, split_dir: str = SPLIT_DIR, **options: Any) -> None:
         super().__init__(root, num_classes, split_dir=split_dir, **options)
 
-    def write_synthetic(self, spec: dict[str, Any]) -> None:
-        from .synthetic_benchmarks import BenchmarkSpec, make_synthetic_ucf101
-
-        make_synthetic_ucf101(self.root, BenchmarkSpec(num_classes=self.num_classes, **spec))
-
     def split_files(self, train: bool) -> list[Path]:
         name = f"{'train' if train else 'test'}list{self.split:02d}.txt"
         return [self.split_dir / CLASS_INDEX, self.split_dir / name]
