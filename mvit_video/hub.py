@@ -192,6 +192,8 @@ def load_preset(preset: str, weights: str | Path | None = None, **overrides: Any
         state = load_file(path)  # torch.load(weights_only=True): no code runs; errors name the file
         source = guess_source(state)
         meta = state.get("mvit_video") if isinstance(state, dict) else None
+        if meta and meta.get("preset") not in (None, preset):
+            raise PretrainedFormatError(f"{path} holds {meta['preset']}, not {preset}: load it with {meta['preset']!r}")
         if source == "mvit_video" and meta and meta.get("class_names") and not overrides:
             from .inference import load
 

@@ -175,5 +175,13 @@ def test_torch_hub_local_entries(saved, tmp_path):
     for weights in (out, tmp_path / "w.safetensors", tmp_path / "w.ckpt"):
         loaded = torch.hub.load(str(REPO), "mvitv2_tiny", source="local", weights=str(weights))
         assert _same_weights(loaded, model), weights
-    with pytest.raises(PretrainedFormatError, match="holds mvitv2_tiny, not mvitv2_s_16x4"):
-        torch.hub.load(str(REPO), "mvitv2_s_16x4", source="local", weights=str(out))
+    from dataclasses import asdict
+
+    ours = tmp_path / "last.ckpt"  # train.py's: the preprocessing comes with it
+    meta = {"preset": "mvitv2_tiny", "model": model.model.cfg.to_dict(), **asdict(PRE)}
+    torch.save({"state_dict": {f"net.{k}": v for k, v in model.model.state_dict().items()}, "mvit_video": meta}, ours)
+    loaded = torch.hub.load(str(REPO), "mvitv2_tiny", source="local", weights=str(ours))
+    assert loaded.preprocessing == PRE and _same_weights(loaded, model)
+    for weights in (out, ours):  # another preset's entry refuses them
+        with pytest.raises(PretrainedFormatError, match="holds mvitv2_tiny, not mvitv2_s_16x4"):
+            torch.hub.load(str(REPO), "mvitv2_s_16x4", source="local", weights=str(weights))
