@@ -290,6 +290,16 @@ class ResumableTensorBoardLogger(TensorBoardLogger):
     config) and, from ``continue_from(step)``, a ``purge_step``: TensorBoard hides what the stopped run logged at
     that step and after (logged again by the resumed run), so no step is shown twice."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ImportError(
+                "the default loggers (conf/logger/default.yaml: csv + tensorboard) need tensorboard: "
+                "pip install tensorboard (or pip install -e .[logging]); without it, run with logger=csv"
+            )
+        super().__init__(*args, **kwargs)
+
     def continue_from(self, global_step: int) -> None:
         """Call before the first log (before ``fit``)."""
         self._kwargs["purge_step"] = global_step

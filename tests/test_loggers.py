@@ -250,3 +250,14 @@ def test_resumed_run_continues_tensorboard_without_duplicates(tmp_path, tiny_kin
     assert steps == sorted(set(steps)) == [0, 1, 2, 3]  # 2 batches per epoch (debug=tiny), 2 epochs
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert [int(r["step"]) for r in rows if r.get("train/loss_step")] == steps
+
+
+def test_missing_tensorboard_says_what_to_do(tmp_path, monkeypatch):
+    import importlib.util
+
+    from mvit_video.callbacks import ResumableTensorBoardLogger
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a))
+    with pytest.raises(ImportError, match="pip install tensorboard .*run with logger=csv"):
+        ResumableTensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="")
