@@ -181,3 +181,97 @@ def test_feature_extraction_resumes_without_redoing_finished_files(files, tmp_pa
     third = run_script("extract_features.py", videos / "a.mkv", videos / "c.mkv", "--out", out, *args)
     assert third.returncode == 0 and calls == [] and "0 done, 2 already done" in third.stdout
     assert not (out / "failures.txt").exists()
+
+
+# ------------------------------------------------------------------ done when: change points of a 60 s video
+MOTIONS = {"moving_left": (-1, 0), "moving_right": (1, 0), "moving_up": (0, -1)}  # (dx, dy) per step, image axes
+MOTION_FPS, SIDE = 8, 32
+SPEEDS = (1.0, 1.5)  # pixels per frame: at most 4.5 between sampled frames, under half the shortest wavelength
+
+
+def plaid(rng: np.random.Generator, positions: list[np.ndarray]) -> np.ndarray:
+    """``(N, SIDE, SIDE, 3)`` uint8 frames of a plaid (a vertical and a horizontal grating, random wavelengths,
+    phases and colours) shifted to ``positions[i]`` (x, y pixels) at frame ``i``, with pixel noise. A single frame
+    shows no direction; the gratings' phase advances between frames do."""
+    lam, phase, colour = rng.uniform(10, 20, 2), rng.uniform(0, 2 * np.pi, 2), rng.uniform(0.3, 1.0, (2, 3))
+    yy, xx = np.mgrid[:SIDE, :SIDE]  # (SIDE, SIDE)
+    frames = []
+    for x, y in positions:
+        gx = np.cos(2 * np.pi * (xx - x) / lam[0] + phase[0])[..., None]  # (SIDE, SIDE, 1)
+        gy = np.cos(2 * np.pi * (yy - y) / lam[1] + phase[1])[..., None]
+        frames.append(128 + 60 * (gx * colour[0] + gy * colour[1]) + rng.normal(0, 6, (SIDE, SIDE, 3)))
+    return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
+
+
+def path_of(directions: list[tuple[int, int]], speed: float, start: np.ndarray) -> list[np.ndarray]:
+    """Positions of a pattern moving ``speed`` pixels per frame in ``directions[i]`` at frame ``i``."""
+    positions = [start]
+    for d in directions[:-1]:
+        positions.append(positions[-1] + speed * np.array(d))
+    return positions
+
+
+def train_motion_model(p: Preprocessing, steps: int, seed: int = 0) -> torch.nn.Module:
+    """The tiny MViT trained on clips of one motion each, sampled as a window of the model's span samples them."""
+    from mvit_video.data.transforms import ClipTransform
+    from mvit_video.timeline import clip_frames, model_span
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = build_model("mvitv2_tiny", num_classes=len(MOTIONS), drop_path_rate=0.0)
+    tf = ClipTransform("test", p.crop_size, test_short_side=p.test_short_side, mean=p.mean, std=p.std)
+    span_frames = round(model_span(p) * MOTION_FPS)
+    idx = list(clip_frames([i / MOTION_FPS for i in range(span_frames)], 0.0, model_span(p), p.num_frames))
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / steps)  # linear decay: no late spikes
+    net.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a loaded machine 2 OpenMP threads made each backward ~50x slower (measured)
+    try:
+        _train(net, opt, sched, rng, tf, idx, span_frames, steps)
+    finally:
+        torch.set_num_threads(threads)
+    return net.eval()
+
+
+def _train(net, opt, sched, rng, tf, idx: list[int], span_frames: int, steps: int) -> None:
+    for _ in range(steps):
+        labels = rng.integers(0, len(MOTIONS), 16)
+        clips = []
+        for y in labels:
+            moves = [list(MOTIONS.values())[y]] * span_frames
+            frames = plaid(rng, path_of(moves, rng.uniform(*SPEEDS), rng.uniform(0, 20, 2)))[idx]  # (T, H, W, 3)
+            clips.append(tf(torch.from_numpy(frames).permute(0, 3, 1, 2)))  # (C, T, H, W)
+        loss = torch.nn.functional.cross_entropy(net(torch.stack(clips)), torch.from_numpy(labels))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+
+
+@pytest.mark.slow
+def test_timeline_change_points_of_a_left_right_up_video_lie_within_one_stride(tmp_path):
+    """Done when (issue 18): 20 s left, 20 s right, 20 s up (H.264 by PyAV); a tiny MViT trained on 2 s clips of
+    the three motions; ``predict.py --window 2 --stride 1``: the top class changes twice, within 1 s of 20 and 40 s."""
+    from mvit_video.data.synthetic import write_video
+
+    p = Preprocessing(**{**asdict(PRE), "class_names": tuple(MOTIONS), "target_fps": MOTION_FPS, "test_num_clips": 1,
+                         "test_num_crops": 1})  # fmt: skip
+    segments = [d for d in MOTIONS.values() for _ in range(20 * MOTION_FPS)]
+    video = tmp_path / "left_right_up.mp4"
+    rng = np.random.default_rng(123)
+    write_video(
+        video,
+        plaid(rng, path_of(segments, sum(SPEEDS) / 2, np.zeros(2))),
+        MOTION_FPS,
+        ("libx264", {"crf": "12", "preset": "ultrafast"}),
+    )
+    ckpt = save_checkpoint(train_motion_model(p, steps=60), p, tmp_path / "motion.ckpt")
+    out = run_script("predict.py", video, "--ckpt", ckpt, "--window", "2", "--stride", "1", "--out", tmp_path)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads((tmp_path / "left_right_up.mp4.timeline.json").read_text())
+    assert len(doc["windows"]) == 59
+    changes = [(c["time"], c["from"], c["to"]) for c in doc["change_points"]]
+    print(out.stdout)
+    assert [(a, b) for _, a, b in changes] == [("moving_left", "moving_right"), ("moving_right", "moving_up")]
+    assert abs(changes[0][0] - 20) <= 1.0 and abs(changes[1][0] - 40) <= 1.0
