@@ -254,23 +254,44 @@ class _Order:
 
     def __init__(self, keys: np.ndarray, scores: np.ndarray, labels: np.ndarray, boxes: np.ndarray, capacity: int) -> None:
         self.scores, self.labels, self.boxes, self.capacity = scores, labels, boxes, capacity
-        perm = np.argsort(keys)  # any order within a key: only the smallest row index of each is used
-        sorted_keys = keys[perm]
-        key_starts = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1] if len(keys) else np.zeros(0, np.int64)
-        first = np.minimum.reduceat(perm, key_starts) if len(keys) else np.zeros(0, np.int64)
+        n = len(keys)
+        self.perm = np.argsort(keys)  # rows by key, any order within a key (only each key's smallest row is used)
+        sorted_keys = keys[self.perm]
+        self.key_starts = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1] if n else np.zeros(0, np.int64)
+        self.key_counts = np.diff(np.r_[self.key_starts, n]).astype(np.int64)
+        first = np.minimum.reduceat(self.perm, self.key_starts) if n else np.zeros(0, np.int64)
+        self.key_of_rank = np.argsort(first)  # keyframes in order of first appearance
         rank = np.empty(len(first), dtype=np.int64)
-        rank[np.argsort(first)] = np.arange(len(first))  # keyframes in order of first appearance
-        self.rank = np.empty(len(keys), dtype=np.int64)  # (N,) keyframe rank of every row
-        self.rank[perm] = np.repeat(rank, np.diff(np.r_[key_starts, len(keys)]))
-        by_score = _stable_argsort(_descending_key(scores))
+        rank[self.key_of_rank] = np.arange(len(first))
+        self.rank = np.empty(n, dtype=np.int64)  # (N,) keyframe rank of every row
+        self.rank[self.perm] = np.repeat(rank, self.key_counts)
+        rows = self._candidates()
+        by_score = rows[_stable_argsort(_descending_key(scores[rows]))]
         order = by_score[_stable_argsort(self.rank[by_score])]  # (key rank, descending score), ties in file order
         self.starts = np.r_[0, np.flatnonzero(np.diff(self.rank[order])) + 1] if len(order) else np.zeros(0, np.int64)
         self.counts = np.diff(np.r_[self.starts, len(order)])
         within = np.arange(len(order)) - np.repeat(self.starts, self.counts)
         kept = within < capacity if capacity > 0 else np.ones(len(order), dtype=bool)
-        self.pos = np.full(len(keys), -1, dtype=np.int64)
+        self.pos = np.full(n, -1, dtype=np.int64)
         self.pos[order[kept]] = within[kept]
         self.order, self.exact = order, np.zeros(len(self.starts), dtype=bool)
+
+    def _candidates(self) -> np.ndarray:
+        """Rows that can be kept: score >= the keyframe's ``capacity``-th largest (the cap keeps no row below it), so
+        only these are sorted; where the cap cuts through equal scores more than ``capacity`` rows remain, which is
+        how :meth:`boundary_ties` finds it. One ``np.partition`` over the keyframes padded to one width, skipped
+        when the padding would cost more than the rows (one keyframe with far more rows than the others)."""
+        n, cap = len(self.rank), self.capacity
+        width = int(self.key_counts.max(initial=0))
+        if cap < 1 or width <= cap or len(self.key_counts) * width > 4 * n:
+            return np.arange(n)
+        padded = np.full((len(self.key_counts), width), np.inf)  # (keyframes, width) negated scores, inf padding
+        slot = np.arange(n) - np.repeat(self.key_starts, self.key_counts)
+        padded[np.repeat(np.arange(len(self.key_counts)), self.key_counts), slot] = -self.scores[self.perm]
+        threshold = -np.partition(padded, cap - 1, axis=1)[:, cap - 1]  # (keyframes,) -inf where fewer rows
+        keep = np.empty(n, dtype=bool)
+        keep[self.perm] = self.scores[self.perm] >= np.repeat(threshold, self.key_counts)
+        return np.flatnonzero(keep)
 
     def boundary_ties(self) -> np.ndarray:
         """Keyframe ranks where the cap cuts through equal scores: which of them the heap keeps depends on order."""
@@ -284,7 +305,8 @@ class _Order:
     def replay(self, ranks: np.ndarray) -> None:
         """Exact official order for the keyframes of these ranks."""
         for r in np.unique(ranks[~self.exact[ranks]]):
-            rows = np.sort(self.order[self.starts[r] : self.starts[r] + self.counts[r]])  # file order
+            k = self.key_of_rank[r]
+            rows = np.sort(self.perm[self.key_starts[k] : self.key_starts[k] + self.key_counts[k]])  # all, file order
             self.pos[rows] = -1
             ordered = _heap_order(rows, self.scores, self.labels, self.boxes, self.capacity)
             self.pos[ordered] = np.arange(len(ordered))
