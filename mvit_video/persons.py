@@ -157,6 +157,10 @@ class _Track:
     velocity: torch.Tensor  # (4,) box change per update, for the prediction
     age: int = 0  # updates since the last match
 
+    def predicted(self) -> torch.Tensor:
+        """Where the box is expected at the next update: constant velocity, also across missed updates."""
+        return self.box + self.velocity * (self.age + 1)
+
 
 @dataclass
 class IoUTracker:
@@ -173,7 +177,7 @@ class IoUTracker:
     def update(self, boxes: torch.Tensor) -> list[int]:
         """``boxes (K, 4)`` of the next keyframe -> their ids, in order."""
         boxes = boxes.float().reshape(-1, 4)
-        predicted = torch.stack([t.box + t.velocity for t in self.tracks]) if self.tracks else torch.zeros(0, 4)
+        predicted = torch.stack([t.predicted() for t in self.tracks]) if self.tracks else torch.zeros(0, 4)
         iou = box_iou(predicted, boxes)  # (tracks, boxes)
         ids: list[int | None] = [None] * len(boxes)
         matched: set[int] = set()
@@ -184,13 +188,13 @@ class IoUTracker:
             if i in matched or ids[j] is not None:
                 continue
             track = self.tracks[i]
-            track.velocity, track.box, track.age = boxes[j] - track.box, boxes[j], 0
+            track.velocity = (boxes[j] - track.box) / (track.age + 1)  # per update, over the missed ones too
+            track.box, track.age = boxes[j], 0
             ids[j] = track.id
             matched.add(i)
         for i, track in enumerate(self.tracks):
             if i not in matched:
                 track.age += 1
-                track.box = track.box + track.velocity  # coast along the prediction
         self.tracks = [t for t in self.tracks if t.age <= self.max_age]
         for j, box in enumerate(boxes):
             if ids[j] is None:

@@ -111,6 +111,17 @@ def test_tracker_matches_the_best_pair_first():
     assert ids == [2, 1]
 
 
+def test_tracker_keeps_the_id_of_a_person_missed_on_one_keyframe():
+    """A person moving 0.1 per keyframe (box 0.2 wide: IoU 0.33 with its previous box) is missed on keyframe 2;
+    on 3 its box is 0.2 from the last one seen (IoU 0): only the prediction over the gap (velocity x 2) finds it."""
+    tracker = IoUTracker(min_iou=0.3, max_age=2)
+    seen = []
+    for step in range(6):
+        box = [0.1 * step, 0.1, 0.2 + 0.1 * step, 0.6]
+        seen.append(tracker.update(torch.tensor([box] if step != 2 else [])))
+    assert seen == [[1], [1], [], [1], [1], [1]]
+
+
 def test_person_boxes_keeps_coco_persons_above_the_score_normalised():
     out = {
         "boxes": torch.tensor([[32.0, 24.0, 64.0, 96.0], [0.0, 0.0, 10.0, 10.0], [16.0, 0.0, 330.0, 250.0], [1.0, 2, 3, 4]]),
