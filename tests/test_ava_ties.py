@@ -124,6 +124,17 @@ def test_tie_heavy_cases_equal_the_official_semantics_to_the_last_bit(name, monk
     assert replays  # the exact path ran (the cases are built to need it)
 
 
+@pytest.mark.parametrize("top_k", [1, 7, 0])
+def test_one_crowded_keyframe_and_other_caps_equal_the_official_semantics(top_k):
+    """Half the rows on one keyframe (the padded partition that pre-selects rows is skipped then), caps of 1 and 7,
+    and no cap (0: the official capacity 0), with 1-decimal scores."""
+    gt, (keys, *rest) = _tie_heavy_case(5, 12, 1500, 6, 1)
+    det = (np.where(np.arange(len(keys)) % 2 == 0, keys[0], keys), *rest)
+    ours = frame_map(gt, det, [1, 2, 3, 4, 5, 6], top_k=top_k)
+    ref = frame_map_reference(gt, det, [1, 2, 3, 4, 5, 6], top_k=top_k)
+    assert ours[0] == ref[0] and ours[1] == pytest.approx(ref[1], abs=0, rel=0, nan_ok=True)
+
+
 def test_metric_equals_the_evaluator_on_the_csv_it_would_write(tmp_path):
     """``AVAFrameMAP`` as the detection task builds it (rounding as the CSV writer) on float32 scores and boxes, and
     ``evaluate_files`` on the CSV that ``detection_csv_lines`` writes from the same rows: the same number, exactly.
