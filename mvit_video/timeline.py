@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .data.decoding import EPS, VideoReadError, clip_start, frame_rotation, frame_timeline, rotate
+from .data.decoding import Timeline as FrameTimeline
 from .data.transforms import ClipTransform
 from .inference import Preprocessing, VideoClassifier
 
@@ -90,6 +91,18 @@ def plan_windows(
         yield Window(s, end, tuple(clips))
 
 
+def read_timeline(path: str | Path) -> FrameTimeline:
+    """The frame times of ``path`` (demuxed, not decoded); anything unreadable is a ``VideoReadError`` naming it."""
+    if not Path(path).is_file():
+        raise VideoReadError(f"no such video file: {path}")
+    try:
+        return frame_timeline(str(path))
+    except VideoReadError:
+        raise
+    except Exception as e:  # noqa: BLE001  PyAV's errors for junk files
+        raise VideoReadError(f"cannot read {path} as a video ({type(e).__name__}: {e})") from e
+
+
 class WindowStream:
     """Decode ``path`` once and yield ``(window, [clip (T, C, H, W) uint8, ...])`` in window order, holding only the
     frames of windows not yet yielded. ``peak_frames``: the most RGB frames held at once (flat in the length)."""
@@ -101,7 +114,7 @@ class WindowStream:
     def __iter__(self) -> Iterator[tuple[Window, list[torch.Tensor]]]:
         import av
 
-        timeline = frame_timeline(self.path)
+        timeline = read_timeline(self.path)
         times = timeline.times
         pending: deque[Window] = deque()
         upcoming = next(self.windows, None)
@@ -123,8 +136,8 @@ class WindowStream:
                     j = idx
                     while upcoming is not None and upcoming.first <= j:  # windows that start needing frames now
                         pending.append(upcoming)
-                        for idx in {i for c in upcoming.clips for i in c}:
-                            needed[idx] = needed.get(idx, 0) + 1
+                        for k in {i for c in upcoming.clips for i in c}:
+                            needed[k] = needed.get(k, 0) + 1
                         upcoming = next(self.windows, None)
                     if j in needed:
                         held[j] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
@@ -179,7 +192,7 @@ def window_outputs(
     p = classifier.preprocessing
     clips, crops = num_clips or p.test_num_clips, num_crops or p.test_num_crops
     tf = ClipTransform("test", p.crop_size, test_short_side=p.test_short_side, mean=p.mean, std=p.std)
-    timeline = frame_timeline(str(path))
+    timeline = read_timeline(path)
     total = sum(1 for _ in window_starts(timeline.duration, window, stride))
     stream = WindowStream(path, plan_windows(timeline.times, timeline.duration, p, window, stride, clips))
     param = next(classifier.parameters())
@@ -342,5 +355,5 @@ def video_features(
 
 def fps_of(path: str | Path) -> float:
     """Frames per second as shown (frames over the timeline's duration; exact for constant rate)."""
-    tl = frame_timeline(str(path))
+    tl = read_timeline(path)
     return len(tl.times) / tl.duration if tl.duration > 0 else math.nan

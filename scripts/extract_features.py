@@ -142,17 +142,21 @@ def main(argv: list[str] | None = None) -> int:
     config = feature_config(model, args.window, args.stride, args.clips, args.crops, str(args.ckpt))
     failures: list[tuple[Path, str]] = []
     done = skipped = 0
-    for name, path in tqdm(videos, desc="videos", unit="video", disable=None):
-        npy, meta = out / f"{name}.npy", out / f"{name}.json"
-        if is_done(npy, meta, config):
-            skipped += 1
-            continue
-        try:
-            extract_one(model, path, npy, meta, config, args)
-            done += 1
-        except Exception as e:  # noqa: BLE001  one bad file must not stop thousands of others
-            failures.append((path, f"{type(e).__name__}: {e}"))
-            print(f"failed: {path}: {type(e).__name__}: {e}", file=sys.stderr)
+    try:
+        for name, path in tqdm(videos, desc="videos", unit="video", disable=None):
+            npy, meta = out / f"{name}.npy", out / f"{name}.json"
+            if is_done(npy, meta, config):
+                skipped += 1
+                continue
+            try:
+                extract_one(model, path, npy, meta, config, args)
+                done += 1
+            except Exception as e:  # noqa: BLE001  one bad file must not stop thousands of others
+                failures.append((path, f"{type(e).__name__}: {e}"))
+                print(f"failed: {path}: {type(e).__name__}: {e}", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C: what is written is complete, so the same command resumes
+        print(f"interrupted after {done} done ({skipped} already done): run the same command again to resume", file=sys.stderr)
+        return 130
     failed_log = out / "failures.txt"
     if failures:
         failed_log.write_text("".join(f"{p}\t{msg}\n" for p, msg in failures), encoding="utf-8")

@@ -115,6 +115,10 @@ def test_timeline_script_writes_csv_json_and_png(files, tmp_path):
         assert img.size[0] > 500 and img.size[1] > 200
     bad = run_script("predict.py", files["video"], "--ckpt", files["ckpt"], "--stride", "1")
     assert bad.returncode == 2 and "--stride needs --window" in bad.stderr
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video")
+    bad = run_script("predict.py", junk, "--ckpt", files["ckpt"], "--window", "2")
+    assert bad.returncode == 2 and bad.stderr.startswith(f"error: cannot read {junk} as a video")
 
 
 def test_frames_held_do_not_grow_with_the_video(tmp_path):
@@ -157,8 +161,8 @@ def test_feature_extraction_resumes_without_redoing_finished_files(files, tmp_pa
     monkeypatch.setattr(timeline, "video_features", counted)
     out = tmp_path / "out"
     interrupt = True
-    with pytest.raises(KeyboardInterrupt):
-        run_script("extract_features.py", videos, "--out", out, *args)
+    stopped = run_script("extract_features.py", videos, "--out", out, *args)
+    assert stopped.returncode == 130 and "run the same command again to resume" in stopped.stderr
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.npy"]  # no temporary file left behind
     done_at = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
 
