@@ -227,17 +227,19 @@ def _heap_order(rows: np.ndarray, scores: np.ndarray, labels: np.ndarray, boxes:
     tuples are equal are interchangeable; they are handed out in file order."""
     import heapq
 
+    items = [
+        (s, a, y1, x1, y2, x2)
+        for s, a, (x1, y1, x2, y2) in zip(scores[rows].tolist(), labels[rows].tolist(), boxes[rows].tolist())
+    ]
     heap: list[tuple] = []
-    cols = boxes[rows].tolist()
-    for s, a, (x1, y1, x2, y2) in zip(scores[rows].tolist(), labels[rows].tolist(), cols):
-        item = (s, a, y1, x1, y2, x2)
+    for item in items:
         if capacity < 1 or len(heap) < capacity:
             heapq.heappush(heap, item)
-        elif s > heap[0][0]:
+        elif item[0] > heap[0][0]:
             heapq.heapreplace(heap, item)
-    by_item: dict[tuple, list[int]] = {}
-    for row, s, a, (x1, y1, x2, y2) in zip(rows.tolist(), scores[rows].tolist(), labels[rows].tolist(), cols):
-        by_item.setdefault((s, a, y1, x1, y2, x2), []).append(row)
+    by_item: dict[tuple, list[int]] = {}  # the same tuple objects: found again even with a NaN inside
+    for row, item in zip(rows.tolist(), items):
+        by_item.setdefault(item, []).append(row)
     taken: dict[tuple, int] = {}
     out = []
     for item in sorted(heap, key=lambda t: -t[0]):
