@@ -15,7 +15,9 @@ classified from the clip around it and the frames of that second are drawn with 
 
 Writes the video (``--out``), an AVA-format detections CSV (``video,sec,x1,y1,x2,y2,action,score``; default
 next to ``--out``, ``.csv``) and a per-person action timeline PNG (``_timeline.png``). Frames are taken at 30 fps
-(AVA's rate): a frame folder is read as 30 fps, a video is resampled to it. Prints one JSON line per keyframe.
+(AVA's rate): a frame folder is read as 30 fps, a video is resampled to it and scaled down to a short side of
+``--short-side`` (480). All frames are held in memory (about 2.2 GB a minute at 854 x 480): cut a long video first
+(``ffmpeg -ss START -t SECONDS -i in.mp4 -c copy part.mp4``). Prints one JSON line per keyframe.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ if TYPE_CHECKING:
 COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
 
 
-def video_frames_at_30fps(path: Path) -> torch.Tensor:
-    """All frames of a video resampled to 30 fps (nearest earlier frame), ``(N, C, H, W)`` uint8."""
+def video_frames_at_30fps(path: Path, short_side: int | None = None) -> torch.Tensor:
+    """All frames of a video resampled to 30 fps (nearest earlier frame), ``(N, C, H, W)`` uint8; frames with a
+    short side above ``short_side`` are scaled down to it (all frames are held: this bounds the memory)."""
     import av
     import numpy as np
     import torch
@@ -43,7 +46,10 @@ def video_frames_at_30fps(path: Path) -> torch.Tensor:
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        decoded = [(float(f.pts * stream.time_base), f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+        w, h = stream.codec_context.width, stream.codec_context.height
+        scale = min(1.0, short_side / min(w, h)) if short_side else 1.0
+        size = {"width": round(w * scale / 2) * 2, "height": round(h * scale / 2) * 2} if scale < 1 else {}
+        decoded = [(float(f.pts * stream.time_base), f.to_ndarray(format="rgb24", **size)) for f in container.decode(video=0)]
     if not decoded:
         raise ValueError(f"{path}: no video frames")
     times = np.array([t for t, _ in decoded])
@@ -163,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video-id", default=None, help="the CSV's video id (default: the file's or folder's name)")
     parser.add_argument("--first-second", type=int, default=None, help="second of the first frame (frames: 900, video: 0)")
     parser.add_argument("--topk", type=int, default=2)
+    parser.add_argument(
+        "--short-side", type=int, default=480, help="scale a video's frames down to this short side (memory; 0: keep)"
+    )
     parser.add_argument("--device", default="cpu", help="where the person detector runs (cpu, cuda)")
     parser.add_argument("--out", required=True, help="output video (.mp4)")
     parser.add_argument("--csv", default=None, help="output detections CSV (default: --out with .csv)")
@@ -172,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--topk must be >= 1, got {args.topk}")
     if (args.boxes is None) == (args.detector is None):
         parser.error("give person boxes with exactly one of --boxes CSV or --detector NAME (with --detector-weights)")
+    if args.short_side < 0:
+        parser.error(f"--short-side must be >= 0, got {args.short_side}")
     if args.person_score is not None and not 0 <= args.person_score < 1:
         parser.error(f"--person-score must be in [0, 1), got {args.person_score}")
     import numpy as np
@@ -208,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(video).is_file():
             print(f"error: {video}: no such video file", file=sys.stderr)
             return 2
-        frames = video_frames_at_30fps(Path(video))
+        frames = video_frames_at_30fps(Path(video), args.short_side)
         video_id = args.video_id or Path(video).stem
         first_second = 0 if args.first_second is None else args.first_second
     if persons is None:

@@ -175,13 +175,17 @@ def test_torchvision_adapter_loads_local_weights_and_keeps_persons(tmp_path):
     # demo still writes the video, an empty CSV and a timeline without tracks.
     video, out = tmp_path / "clip.mp4", tmp_path / "demo.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=s=160x120:r={FPS}:d=2", str(video)], check=True)
-    args = ["--detector", name, "--detector-weights", weights, "--person-score", "0.9", "--out", out]
+    args = ["--detector", name, "--detector-weights", weights, "--person-score", "0.9", "--short-side", "60", "--out", out]
     res = run_script("ava_demo.py", video, "--ckpt", tiny_ava_checkpoint(tmp_path / "ava.ckpt"), *args)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "demo.csv: 0 rows" in res.stdout and "0 tracks" in res.stdout and out.stat().st_size > 0
     records = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     assert [(r["second"], r["boxes"]) for r in records] == [(0, []), (1, [])]  # one line per keyframe
     assert out.with_suffix(".csv").read_text() == ""
+    import av
+
+    with av.open(str(out)) as c:  # scaled down to the short side asked for (160 x 120 -> 80 x 60)
+        assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (80, 60)
     torch.save({"backbone.x": torch.zeros(1)}, tmp_path / "w.pth")  # a file of another model
     with pytest.raises(DetectorWeightsError, match="w.pth: these weights do not fit ssdlite320_mobilenet_v3_large"):
         TorchvisionPersonDetector(name, tmp_path / "w.pth")
