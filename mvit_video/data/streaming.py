@@ -2,7 +2,8 @@
 
 Why LitData and not WebDataset: LitData is Lightning's own streaming library, writes chunks of any Python sample to a
 local folder or S3/GCS (``litdata.optimize``, resumable with ``use_checkpoint``) and reads any sample by index
-(``StreamingDataset[i]``: the chunk that holds it is fetched once, then cached on local disk). Random access is what
+(``StreamingDataset[i]``: LitData 0.2.76 reads the sample's byte range of its chunk; only the index is cached on
+local disk). Random access is what
 keeps our exact resume: the order of an epoch, every sample's augmentation seed and the mid-epoch position stay
 ours (``sampling.ResumableSampler``), so a streamed run sees the same clips in the same order as a run on the files,
 and resumes to the sample. WebDataset reads tar shards as a stream: its order is the shards' order shuffled in a
@@ -175,12 +176,12 @@ class ShardSample:
         return self.key
 
 
-_OPEN: dict[tuple[int, str], Any] = {}  # (process id, split URI) -> its StreamingDataset, one per process
+_OPEN: dict[tuple[int, str, str | None], Any] = {}  # (process id, split URI, cache) -> its StreamingDataset
 
 
 def open_split(uri: str, cache_dir: str | None = None, storage_options: dict | None = None):
     """The LitData dataset of one split, opened once per process (each DataLoader worker opens its own)."""
-    key = (os.getpid(), uri)
+    key = (os.getpid(), uri, cache_dir)
     if key not in _OPEN:
         try:
             from litdata import StreamingDataset
