@@ -180,3 +180,20 @@ def test_run_writes_reports_and_sends_them_to_the_loggers(tmp_path, tiny_kinetic
         "reports/confusion_matrix.png",
         "reports/per_class_accuracy.png",
     }
+
+
+def test_callback_reads_charades_map(tmp_path):
+    """The real multi-label metric (engineer E's CharadesMAP) after its compute, as the multilabel task holds it:
+    class 0's one positive ranked first (AP 1), class 1's ranked last of 4 (AP 1/4), class 2 without positives."""
+    from mvit_video.metrics.charades import CharadesMAP
+
+    metric = CharadesMAP(3)
+    scores = torch.tensor([[4.0, 1.0, 0.0], [3.0, 3.0, 0.0], [2.0, 4.0, 0.0], [1.0, 2.0, 0.0]])  # (V, K) logits
+    targets = torch.tensor([[1, 1, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]])  # (V, K): video 0 is class 1's lowest score
+    metric.update(scores, targets, torch.arange(4), torch.zeros(4, dtype=torch.long))
+    metric.compute()
+    module = SimpleNamespace(test_views=torch.nn.ModuleList(), test_map=metric, metadata={"class_names": ["open", "sit", "eat"]})
+    cb = EndOfTestReports(tmp_path)
+    cb.on_test_epoch_end(_trainer(), module)
+    cb.on_test_end(_trainer(), module)
+    assert cb.report.metric == "AP" and cb.report.worst() == [("sit", 0.25, 1), ("open", 1.0, 1)]
