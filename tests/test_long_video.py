@@ -69,13 +69,13 @@ def files(tmp_path_factory):
     return {"video": write_testsrc(tmp / "src.mkv", 8), "ckpt": ckpt, "model": mvit_video.load(ckpt), "tmp": tmp}
 
 
-@pytest.mark.parametrize("window,start", [(2.0, 3.0), (1.0, 5.0)])
-def test_a_window_equals_predict_on_the_span_cut_by_ffmpeg(files, window, start):
+@pytest.mark.parametrize("window,stride,start", [(2.0, 1.5, 3.0), (1.0, 2.5, 5.0)])
+def test_a_window_equals_predict_on_the_span_cut_by_ffmpeg(files, window, stride, start):
     model, tmp = files["model"], files["tmp"]
     cut = tmp / f"cut_{window}_{start}.mkv"
     ffmpeg("-ss", str(start), "-t", str(window), "-i", str(files["video"]), "-c:v", "ffv1", "-pix_fmt", "gbrp", str(cut))
-    tl = predict_timeline(model, files["video"], window, stride=1.0, batch_size=1)
-    assert tl.starts == [float(s) for s in range(int(8 - window) + 1)]
+    tl = predict_timeline(model, files["video"], window, stride, batch_size=1)
+    assert tl.starts == [k * stride for k in range(int((8 - window) / stride) + 1)]
     row = tl.starts.index(start)
     assert tl.ends[row] == start + window
     expected = dict(model.predict(cut, topk=4))  # softmax averaged over the 2 x 3 test views of the cut file
