@@ -82,6 +82,13 @@ def test_a_window_equals_predict_on_the_span_cut_by_ffmpeg(files, window, stride
     assert {name: float(p) for name, p in zip(PRE.class_names, tl.probs[row])} == expected
 
 
+def test_a_video_shorter_than_the_window_is_one_window_equal_to_predict(files):
+    short = write_testsrc(files["tmp"] / "short.mkv", 1.2)
+    tl = predict_timeline(files["model"], short, window=2.0, stride=1.0)
+    assert tl.starts == [0.0] and tl.ends == [pytest.approx(1.2, abs=1e-9)]  # 12 frames of 0.1 s
+    assert {name: float(p) for name, p in zip(PRE.class_names, tl.probs[0])} == dict(files["model"].predict(short, topk=4))
+
+
 def test_batches_of_windows_give_the_unbatched_numbers(files):
     """In fp64, so only summation order differs between batch shapes: each probability within 2^12 fp64 epsilons
     (a growth factor of 4096 for the few hundred sums on the way through 5 blocks, far above what they can reach)."""
