@@ -199,8 +199,8 @@ AVA_EXPERIMENTS = ("ava_mvitv2_s", "ava_mvitv2_b", "ava_mvitv2_l")
 
 
 def test_ava_experiments_have_the_papers_recipe_and_per_clip_rate() -> None:
-    """§B.6 for S, B and L alike (each file states it: experiments include no other; only the model, its frames, input size and
-    normalisation differ: recipes.AVA_MODELS). Base lr 0.6 for 64 GPUs x 8 clips: ours is per node (8 GPUs x
+    """§B.6 for S, B and L alike (each file states it: experiments include no other; only the model, its frames,
+    input size and normalisation differ: recipes.AVA_MODELS). Base lr 0.6 for 64 GPUs x 8 clips: ours is per node (8 GPUs x
     data.batch_size clips) x nodes, so at 8 nodes, the paper's 64 GPUs, the composed lr is 0.6 itself, and the warm-up
     start scales with it. Training boxes: ground truth + proposals kept by IoU (> 0.9), not by score."""
     register_resolvers()
