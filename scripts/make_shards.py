@@ -12,10 +12,10 @@ copy at that short side instead (smaller shards; files already that small are ke
 split hold the items in the split's order, so a streamed run sees what a run on the files sees.
 
 Resumable: run the same command again after an interruption. A finished split is skipped; an unfinished one goes
-on from LitData's checkpoint (``OUT/<split>/.checkpoints``), the sha256 of what was written being logged in
-``--work-dir``. ``OUT/manifest.json`` is written last: counts per split and class, total bytes, each sample's key,
-label, sha256 and size. S3 credentials and endpoint: ``AWS_*`` environment variables (``AWS_ENDPOINT_URL`` for
-MinIO and other S3-compatible stores).
+on from LitData's checkpoint (``OUT/<split>/.checkpoints``; give the same ``--workers``), the sha256 of what was
+written being logged in ``--work-dir``. ``OUT/manifest.json`` is written last: counts per split and class, total
+bytes, each sample's key, label, sha256 and size. S3 credentials and endpoint: ``AWS_*`` environment variables
+(``AWS_ENDPOINT_URL`` for MinIO and other S3-compatible stores).
 """
 
 from __future__ import annotations

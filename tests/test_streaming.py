@@ -279,6 +279,10 @@ def test_streamed_run_stopped_by_sigusr2_resumes_to_the_same_weights(shards, tmp
     assert_same_final_state(tmp_path / "pre", tmp_path / "plain")
 
 
+def _logged_lines(log_dir: Path) -> int:
+    return sum(len(p.read_text().splitlines()) for p in log_dir.glob("*.jsonl"))
+
+
 @pytest.mark.slow
 def test_make_shards_resumes_after_a_kill(tiny_kinetics, tmp_path):
     """make_shards killed (SIGKILL to its process group) while writing the train split, then run again: one
@@ -300,9 +304,11 @@ def test_make_shards_resumes_after_a_kill(tiny_kinetics, tmp_path):
     proc.wait()
     partial = len(list((out / "train").glob("chunk-*.bin")))
     assert 3 <= partial and not (out / "train" / "index.json").exists() and not (out / "manifest.json").exists()
+    before = _logged_lines(work / "train")
 
     done = run_script("make_shards.py", *args)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert _logged_lines(work / "train") - before < 16, "resumed: the samples of the chunks written were not redone"
     manifest = json.loads((out / "manifest.json").read_text())
     files = KineticsDataModule(str(tiny_kinetics), **CLIP_KW)
     for split in ("train", "val", "test"):

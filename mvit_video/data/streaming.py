@@ -339,16 +339,18 @@ def write_split(
     storage_options: dict | None = None,
 ) -> list[list]:
     """Write one split's items ``(key, path, label)`` as a LitData dataset at ``uri``, resumable: an interrupted run
-    goes on where LitData's checkpoint (``URI/.checkpoints``) says, and the sha256 logs in ``work_dir`` keep what
-    was written. Returns ``[key, label, sha256, bytes]`` per item, in item order (which is the shards' order)."""
+    goes on where LitData's checkpoint (``URI/.checkpoints``) says (the same ``workers`` needed), and the sha256
+    logs in ``work_dir`` keep what was written. Returns ``[key, label, sha256, bytes]`` per item, in item order
+    (which is the shards' order)."""
     import litdata
 
     work_dir.mkdir(parents=True, exist_ok=True)
     allow_http_endpoint(storage_options)
+    inputs = [[key, path, int(label)] for key, path, label in items]  # lists: LitData compares them with its JSON
     if not exists(join(uri, "index.json"), storage_options):  # else this split was finished by an earlier run
         litdata.optimize(
             fn=SampleWriter(str(work_dir), short_side, storage_options),
-            inputs=items,
+            inputs=inputs,
             output_dir=uri,
             chunk_bytes=chunk_bytes,
             num_workers=max(1, min(workers, len(items))),
