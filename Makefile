@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch/torchvision first, pinned to the builds served from this machine's disk.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[dev,slurm,export,decoders,logging,stream]"
+	$(PY) -m pip install -q -e ".[dev,slurm,export,decoders,logging,stream,hub]"
 	# Debian's ffmpeg: the CLI writes the tests' real-world video zoo (tests/video_zoo.py); it brings FFmpeg's libraries.
 	@{ command -v ffmpeg >/dev/null && ldconfig -p | grep -q 'libavcodec\.so\.'; } || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& { apt-get install -y -q --no-install-recommends ffmpeg $(FFMPEG_DEBS) >/dev/null \

@@ -227,7 +227,8 @@ def print_summary(metrics: dict[str, float], output_dir: Path, report: Any = Non
     table = Table(title=f"mvit_video run: {output_dir}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    keys = ["val/mAP", "val/top1", "val/top5", "test/top1", "test/top5", "test_time_shuffled/top1", "test_time_shuffled/top5"]
+    keys = ["val/mAP", "test/mAP", "val/top1", "val/top5", "test/top1", "test/top5"]
+    keys += ["test_time_shuffled/top1", "test_time_shuffled/top5", "test_time_shuffled/mAP"]
     for key in keys:
         if key in metrics and math.isfinite(metrics[key]):
             table.add_row(key, f"{100 * metrics[key]:.1f}%")

@@ -7,7 +7,6 @@ import socket
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -103,4 +102,4 @@ def test_ddp_run_writes_every_rank_detections_once(tmp_path):
         det,
         ann / "ava_val_excluded_timestamps_v2.2.csv",
     )
-    assert res["mAP"] == pytest.approx(logged, abs=1e-4)  # scores are written with 4 decimals
+    assert res["mAP"] == logged  # exactly: the metric rounds as the CSV and ranks as the official evaluator

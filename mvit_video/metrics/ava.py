@@ -42,6 +42,7 @@ class AVAFrameMAP(Metric):
         super().__init__()
         self.class_ids, self.top_k = list(class_ids), top_k
         self.score_decimals, self.box_decimals = score_decimals, box_decimals
+        self.per_class_ap: dict[int, float] = {}  # of the last compute(): the end-of-test report reads it
         for name in ("det_keys", "det_boxes", "det_scores", "gt_keys", "gt_boxes", "gt_labels"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
@@ -73,5 +74,5 @@ class AVAFrameMAP(Metric):
         det = (np.repeat(dk, len(cls)), np.repeat(db, len(cls), 0), np.tile(cls, len(dk)), ds[:, cls - 1].reshape(-1))
         rows, cols = np.nonzero(gl)
         gt = (gk[rows], gb[rows], cols + 1, np.ones(len(rows)))
-        mean_ap, _ = frame_map(gt, det, self.class_ids, top_k=self.top_k)
+        mean_ap, self.per_class_ap = frame_map(gt, det, self.class_ids, top_k=self.top_k)
         return torch.tensor(mean_ap, dtype=torch.float64)
