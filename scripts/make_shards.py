@@ -33,17 +33,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def datamodule(name: str, root: str, overrides: list[str]):
-    """The datamodule ``conf/data/NAME.yaml`` over ``root``, as ``train.py data=NAME data.root=ROOT`` makes it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("train", overrides=[f"data={name}", f"data.root={Path(root).resolve()}", *(f"data.{o}" for o in overrides)])
-    return instantiate(cfg.data)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="the dataset's root, as data.root")
@@ -60,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from mvit_video.data import streaming
 
     try:
-        dm = datamodule(args.data, args.root, args.set)
+        dm = streaming.compose_datamodule(args.data, args.root, args.set)
         dm.check_files(train="train" in args.splits or "val" in args.splits, test="test" in args.splits)
         class_names = [dm.class_names[i] for i in range(len(dm.class_names))]
     except (FileNotFoundError, ValueError) as e:

@@ -320,3 +320,30 @@ def test_make_shards_resumes_after_a_kill(tiny_kinetics, tmp_path):
             assert (
                 streaming.fetch(streaming.ShardSample(str(out / split), i, key, sha)).data == (tiny_kinetics / key).read_bytes()
             )
+
+
+def test_short_side_copy_is_upright_smaller_and_keeps_every_frame_time(video_zoo):
+    """``--short-side``: an H.264 copy at that short side, the display rotation applied to the pixels, every frame
+    at its original time (the clip windows stay where they were); a file already that small is stored as it is."""
+    from mvit_video.data.decoding import frame_timeline
+
+    path = video_zoo["rotate90.mp4"]  # 96x64 stored, shown 64x96
+    small = VideoBytes("small", streaming.reencode_short_side(str(path), 32))
+    clip = decode_clip(small, 4, 1.0, decoder="pyav")  # (T, C, H, W)
+    assert clip.shape[-2:] == (48, 32)  # upright: 64x96 shown -> 32x48
+    assert frame_timeline(small).times == frame_timeline(str(path)).times
+    vfr = video_zoo["vfr.mp4"]
+    assert frame_timeline(VideoBytes("v", streaming.reencode_short_side(str(vfr), 32))).times == frame_timeline(str(vfr)).times
+    assert streaming.reencode_short_side(str(vfr), 64) == vfr.read_bytes()  # 96x64: short side 64 already
+
+
+@pytest.mark.slow
+def test_bench_stream_prints_files_and_stream_rows(tiny_kinetics):
+    done = run_script(
+        "bench_stream.py", tiny_kinetics, "--local-s3", "--set", "num_classes=4", "crop_size=32",
+        "train_jitter_scales=[32,40]", "num_frames=4", "--batches", 3, "--batch-size", 2,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| files") or line.startswith("| stream s3://")]
+    assert len(rows) == 2 and all(float(r.split("|")[-2]) > 0 for r in rows), done.stdout
+    assert "stream / files: " in done.stdout

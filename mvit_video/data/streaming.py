@@ -240,6 +240,18 @@ def stream_items(manifest: Manifest, split: str, num_classes: int) -> list[tuple
     return items
 
 
+def compose_datamodule(name: str, root: str, overrides: list[str] = ()):
+    """The datamodule of ``conf/data/NAME.yaml`` over ``root``, as ``train.py data=NAME data.root=ROOT`` makes it
+    (``overrides``: ``KEY=VALUE`` for its other options); for the scripts that shard and benchmark a dataset."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    over = [f"data={name}", f"data.root={Path(root).resolve()}", *(f"data.{o}" for o in overrides)]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return instantiate(compose("train", overrides=over).data)
+
+
 # Writing -------------------------------------------------------------------------------------------------------
 
 
@@ -280,7 +292,7 @@ def reencode_short_side(path: str, short_side: int, crf: int = 23) -> bytes:
             rate = stream.average_rate or stream.guessed_rate or 30
             out = dst.add_stream("libx264", rate=rate)
             out.width, out.height, out.pix_fmt = ow, oh, "yuv420p"
-            out.time_base = stream.time_base
+            out.codec_context.time_base = stream.time_base  # each frame keeps its pts (VFR: no rounding to 1/rate)
             out.options = {"crf": str(crf), "preset": "veryfast"}
 
             def encode(frame):
