@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,19 +181,25 @@ _OPEN: dict[tuple[int, str, str | None], Any] = {}  # (process id, split URI, ca
 
 
 def open_split(uri: str, cache_dir: str | None = None, storage_options: dict | None = None):
-    """The LitData dataset of one split, opened once per process (each DataLoader worker opens its own)."""
+    """The LitData dataset of one split, opened once per process (each DataLoader worker opens its own). Opening
+    is serialised by a file lock: workers and ranks share the cache, and LitData's check for the index there races
+    with another process downloading it ("doesn't contain any index.json file")."""
     key = (os.getpid(), uri, cache_dir)
     if key not in _OPEN:
         try:
+            from filelock import FileLock
             from litdata import StreamingDataset
         except ImportError as e:
             raise ImportError("data.source=stream needs litdata: pip install 'mvit_video[stream]'") from e
         allow_http_endpoint(storage_options)
+        name = hashlib.sha1(uri.encode()).hexdigest()[:16]
         cache = None
         if cache_dir is not None:  # one folder per split: LitData keys its cache by the folder, not the URI
-            cache = str(Path(cache_dir) / hashlib.sha1(uri.encode()).hexdigest()[:16])
+            cache = str(Path(cache_dir) / name)
             Path(cache).mkdir(parents=True, exist_ok=True)
-        _OPEN[key] = StreamingDataset(uri, cache_dir=cache, storage_options=storage_options or {})
+        lock = Path(cache_dir or tempfile.gettempdir()) / f"mvit_video-{name}.lock"
+        with FileLock(str(lock)):
+            _OPEN[key] = StreamingDataset(uri, cache_dir=cache, storage_options=storage_options or {})
     return _OPEN[key]
 
 
