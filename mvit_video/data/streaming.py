@@ -211,7 +211,7 @@ def fetch(sample: ShardSample, cache_dir: str | None = None, storage_options: di
             f"{sample.uri} sample {sample.index} holds {record['key']!r}, the manifest says {sample.key!r}: "
             "shards and manifest.json were written by different runs of make_shards"
         )
-    data = record["video"]
+    data = bytes(record["video"])  # a local dataset gives a memoryview of its mmap, which torchcodec refuses
     if hashlib.sha256(data).hexdigest() != sample.sha256:
         raise VideoReadError(f"{sample.key}: sha256 mismatch in {sample.uri} sample {sample.index} (corrupt chunk?)")
     return VideoBytes(sample.key, data)
