@@ -259,6 +259,7 @@ def test_streamed_run_stopped_by_sigusr2_resumes_to_the_same_weights(shards, tmp
         "data.test_num_clips=1",
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=null",
+        "trainer.limit_val_batches=1",
         "test=false",
         "model.drop_path_rate=0.1",
     ]
