@@ -347,3 +347,14 @@ def test_bench_stream_prints_files_and_stream_rows(tiny_kinetics):
     rows = [line for line in done.stdout.splitlines() if line.startswith("| files") or line.startswith("| stream s3://")]
     assert len(rows) == 2 and all(float(r.split("|")[-2]) > 0 for r in rows), done.stdout
     assert "stream / files: " in done.stdout
+
+
+def test_a_file_that_cannot_be_reencoded_is_stored_as_it_is(tmp_path, caplog):
+    """An exception inside a LitData worker hangs ``optimize`` (0.2.76): a ``--short-side`` copy that fails keeps
+    the file's bytes (the training loader reports it unreadable, as it would the file) and says so."""
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00garbage" * 100)
+    sample = streaming.SampleWriter(str(tmp_path), short_side=32)(["bad.mp4", str(bad), 1])
+    assert sample["video"] == bad.read_bytes() and sample["sha256"] == hashlib.sha256(bad.read_bytes()).hexdigest()
+    assert "not re-encoded" in caplog.text and str(bad) in caplog.text
+    assert json.loads((tmp_path / f"{os.getpid()}.jsonl").read_text()) == ["bad.mp4", 1, sample["sha256"], 800]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from typing import Any
 
 from .decoding import VideoBytes, VideoReadError
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FORMAT = "mvit_video shards 1"
 SPLITS = ("train", "val", "test")
@@ -331,10 +333,16 @@ class SampleWriter:
     def __call__(self, item: tuple[str, str, int]) -> dict[str, Any]:
         allow_http_endpoint(self.storage_options)  # this worker's uploads
         key, path, label = item
-        data = reencode_short_side(path, self.short_side) if self.short_side else Path(path).read_bytes()
+        data = None
+        if self.short_side:
+            try:
+                data = reencode_short_side(path, self.short_side)
+            except Exception as e:  # noqa: BLE001  an exception in a LitData worker hangs optimize (0.2.76)
+                log.warning("%s: not re-encoded (%s: %s); stored as it is", path, type(e).__name__, e)
+        data = Path(path).read_bytes() if data is None else data
         sha = hashlib.sha256(data).hexdigest()
-        with open(Path(self.log_dir) / f"{os.getpid()}.jsonl", "a") as log:
-            log.write(json.dumps([key, label, sha, len(data)]) + "\n")
+        with open(Path(self.log_dir) / f"{os.getpid()}.jsonl", "a") as sha_log:
+            sha_log.write(json.dumps([key, label, sha, len(data)]) + "\n")
         return {"key": key, "label": int(label), "sha256": sha, "video": data}
 
 
