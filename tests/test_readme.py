@@ -264,6 +264,18 @@ def run_prepare_kinetics(tokens, request, tmp):
             assert Path(path).is_file() and Path(path).parent.name == names[label], (path, label)
 
 
+def run_loggers(tokens, request, tmp):
+    """The demo in tiny form with other loggers: each one's files are in the run dir (tests/test_loggers.py reads
+    the scalars back from each)."""
+    pytest.importorskip("tensorboard")
+    logger = next(t for t in tokens if t.startswith("logger="))
+    names = logger.removeprefix("logger=").strip("[]").split(",")
+    train(tokens, tmp / "run", _fix(request, "data_dir"))
+    files = {"csv": "metrics.csv", "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlruns"}
+    assert all((tmp / "run" / files[n]).exists() for n in names), sorted(p.name for p in (tmp / "run").iterdir())
+    assert (tmp / "run" / "reports").is_dir()
+
+
 def run_convert_checkpoint(tokens, request, tmp):
     """A SlowFast .pyth converted and reported; tiny form: the tiny preset's weights in SlowFast's format."""
     from mvit_video.models import build_model
@@ -274,6 +286,15 @@ def run_convert_checkpoint(tokens, request, tmp):
     torch.save({"model_state": {f"module.{k}": v for k, v in state.items()}, "epoch": 1}, pyth)
     cmd = [str(pyth) if t.endswith(".pyth") else t for t in tokens]
     cmd[model_idx] = "mvitv2_tiny"
+    if "--to-hub" in tokens:  # a save_pretrained folder, loaded back
+        from mvit_video import from_pretrained
+
+        out = tmp / "s16"
+        run(substitute(cmd, {tokens[tokens.index("--to-hub") + 1]: str(out)}))
+        model = from_pretrained(out)
+        assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "README.md"}
+        assert torch.equal(model.model.state_dict()["head.projection.weight"], state["head.projection.weight"])
+        return
     out = tmp / "converted.pt"
     cmd = substitute(cmd, {tokens[tokens.index("--out") + 1]: str(out)})
     res = run(cmd)
@@ -559,6 +580,13 @@ def run_make_synthetic(tokens, request, tmp):
 def run_python_block(code, request, tmp):
     """A ```python block, as written, with its placeholder files replaced by fixtures."""
     places = {'"last.ckpt"': repr(str(_fix(request, "cls_ckpt"))), '"clip.mp4"': repr(str(_fix(request, "clip")))}
+    if "from_pretrained(" in code:  # the sharing block: "s16/" is a save_pretrained folder of the tiny checkpoint
+        import mvit_video
+
+        classifier = mvit_video.load(_fix(request, "cls_ckpt"))
+        mvit_video.save_pretrained(classifier, tmp / "s16")
+        places.update({'"s16/"': repr(str(tmp / "s16")), '"my_model/"': repr(str(tmp / "my_model"))})
+        places.update({'"mvitv2_s_16x4"': repr(classifier.model.preset), 'torch.hub.load(".",': f"torch.hub.load({str(ROOT)!r},"})
     if ".pyth" in code:  # the checkpoints block: `model` (from the block above) and a SlowFast file for it
         from mvit_video.models import build_model
 
@@ -590,6 +618,7 @@ RUNNERS: list[Entry] = [
     Entry(r"^python scripts/model_report\.py", run_model_report, mark="slow"),
     Entry(r"^python scripts/recipe_diff\.py", run_recipe_diff),
     Entry(r"^python scripts/make_synthetic\.py \S+", run_make_synthetic, mark="slow"),
+    Entry(r"^python train\.py experiment=demo .*logger=", run_loggers, mark="slow"),
     Entry(r"^python train\.py experiment=demo\b", run_demo),
     Entry(r"^python train\.py .*train=false .*ckpt_path=", run_evaluate),
     Entry(r"^python train\.py data=kinetics data\.root=\S+ data\.num_classes=\S+$", run_own_dataset),
@@ -609,6 +638,7 @@ RUNNERS: list[Entry] = [
     Entry(r"^python scripts/export\.py ", run_export, mark="slow"),
     Entry(r"^python scripts/ava_demo\.py ", run_ava_demo, mark="slow"),
     Entry(r"import mvit_video\nmodel = mvit_video\.load\(", run_python_block),
+    Entry(r"mvit_video\.from_pretrained\(", run_python_block),
     Entry(r"from mvit_video\.models\.convert import load_pretrained", run_python_block, mark="slow"),
     Entry(r"from mvit_video\.models import build_model, list_models", run_python_block, mark="slow"),
 ]
