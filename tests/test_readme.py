@@ -360,6 +360,35 @@ def run_ssv2(tokens, request, tmp):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+def run_benchmark_train(tokens, request, tmp):
+    """A UCF101/HMDB51/Charades experiment in tiny form on a synthetic copy of its official layout (4 classes),
+    from the tiny classification checkpoint."""
+    from mvit_video.data import synthetic_benchmarks
+
+    name = next(t for t in tokens if t.startswith("experiment=")).removeprefix("experiment=").split("_")[0]
+    root = getattr(synthetic_benchmarks, f"make_synthetic_{name}")(tmp / name, workers=0)
+    places = {f"/data/{name}": str(root), "/ckpts/k400_mvitv2_s.ckpt": str(_fix(request, "cls_ckpt"))}
+    train(substitute(tokens, places), tmp / "run", _fix(request, "data_dir"), extra=("data.num_classes=4",))
+    header = (tmp / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert ("test/mAP" if name == "charades" else "test/top1") in header, header
+
+
+def run_split_protocol(tokens, request, tmp):
+    """The 3-split multirun and ``split_mean.py`` on its folder: run for real, in that order, by
+    tests/test_benchmarks_data.py (``make test-e2e``); here the multirun's overrides compose."""
+    from hydra import compose, initialize_config_dir
+
+    from mvit_video.train import register_resolvers
+
+    assert "test_ucf101_three_splits_and_their_mean" in _function_names(ROOT / "tests" / "test_benchmarks_data.py")
+    if tokens[:3] == ["python", "train.py", "-m"]:
+        overrides = [t.split(",")[0] for t in tokens[3:]]
+        register_resolvers()
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=[*overrides, "paths.output_dir=."])
+        assert cfg.data.split == 1
+
+
 def _detections(run_dir: Path) -> Path:
     """The run's validation detections CSV (one file, all ranks' rows)."""
     found = sorted((run_dir / "detections").glob("detections_val*.csv"))
@@ -627,6 +656,10 @@ RUNNERS: list[Entry] = [
     Entry(r"^python train\.py experiment=in1k_mvitv2_\w+ ", run_train_images, mark="slow"),
     Entry(r"^python train\.py experiment=ava_", run_ava_train, mark="slow"),
     Entry(r"^python train\.py experiment=ssv2_", run_ssv2, mark="slow"),
+    Entry(r"^python train\.py experiment=(ucf101|hmdb51|charades)_", run_benchmark_train, mark="slow"),
+    Entry(
+        r"^python train\.py -m experiment=(ucf101|hmdb51)_.*data\.split=1,2,3|^python scripts/split_mean\.py ", run_split_protocol
+    ),
     Entry(r"^python scripts/prepare_kinetics\.py ", run_prepare_kinetics),
     Entry(r"^python scripts/convert_checkpoint\.py ", run_convert_checkpoint),
     Entry(r"^python scripts/ava_eval\.py ", run_ava_eval, mark="slow"),
