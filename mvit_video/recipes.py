@@ -280,6 +280,11 @@ NOT_RECIPES = {
     "demo": "the CPU demo, tuned for 2 cores (not a paper recipe)",
     "ssv2_synthetic": "synthetic SSv2 on CPU, tuned like the demo",
     "ava_synthetic": "synthetic AVA on CPU",
+    # Other engineers' experiments (issues 18-20), with their sources in their files:
+    "ucf101_mvitv2_s": "no MViTv2 UCF101 recipe exists (paper, configs); its UNSOURCED choices are in the file",
+    "hmdb51_mvitv2_s": "no MViTv2 HMDB51 recipe exists (paper, configs); its UNSOURCED choices are in the file",
+    "charades_mvitv2_s": "no MViTv2 Charades recipe exists (MViTv1 reports one, no config); SlowFast Charades data/test",
+    "finetune": "fine-tuning on the user's own videos: VideoMAE's small-benchmark recipe, sourced in the file",
 }
 LR_KEYS = ("task.optimizer.lr", "task.scheduler.warmup_start_lr", "task.scheduler.end_lr")
 
