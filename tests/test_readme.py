@@ -181,6 +181,31 @@ def clip(tmp_path_factory, tiny_kinetics) -> Path:
     return dst
 
 
+@pytest.fixture(scope="module")
+def s3_bucket():
+    """A real S3 API for the README's s3://bucket/... commands: moto's server on 127.0.0.1, dummy credentials in the
+    environment (train.py's subprocess inherits them), the bucket ``bucket``."""
+    pytest.importorskip("moto.server", reason="the stream extra is not installed")
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
+            mp.setenv(key, value)
+        mp.delenv("AWS_PROFILE", raising=False)
+        boto3.client("s3").create_bucket(Bucket="bucket")
+        yield "s3://bucket"
+    server.stop()
+
+
 # -------------------------------------------------------------------------------------------------------- runners
 Runner = Callable[[list[str], pytest.FixtureRequest, Path], None]
 
@@ -387,6 +412,39 @@ def run_split_protocol(tokens, request, tmp):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("train", overrides=[*overrides, "paths.output_dir=."])
         assert cfg.data.split == 1
+
+
+_SHARD_PLACES = {"400": str(NUM_CLASSES), "8": "2", "320": "48"}  # the tiny set's classes, 2 cores, its small frames
+
+
+def run_make_shards(tokens, request, tmp):
+    """The tiny Kinetics set into the local S3 bucket; the manifest counts its videos."""
+    from mvit_video.data.streaming import read_manifest
+
+    _fix(request, "s3_bucket")
+    cmd = substitute(tokens, {**_SHARD_PLACES, "/data/kinetics400": str(_fix(request, "tiny_kinetics"))})
+    uri = cmd[cmd.index("--out") + 1]
+    run([*cmd, "--work-dir", str(tmp / "work")])
+    manifest = read_manifest(uri)
+    assert len(manifest.samples("train")) == 16 and len(manifest.class_names) == NUM_CLASSES, manifest.splits.keys()
+
+
+def run_train_stream(tokens, request, tmp):
+    """A Kinetics recipe streamed from shards in the local S3 bucket, in tiny form."""
+    bucket = _fix(request, "s3_bucket")
+    uri = f"{bucket}/readme-train"
+    root = str(_fix(request, "tiny_kinetics"))
+    run(["python", "scripts/make_shards.py", root, "--out", uri, "--set", f"num_classes={NUM_CLASSES}", "--work-dir", str(tmp)])
+    cmd = [t if not t.startswith("data.uri=") else f"data.uri={uri}" for t in tokens]
+    train(cmd, tmp / "run", _fix(request, "data_dir"), extra=(f"data.num_classes={NUM_CLASSES}",))
+    assert (tmp / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def run_bench_stream(tokens, request, tmp):
+    """The streaming benchmark on the tiny set, few batches: a files row, a stream row and their ratio."""
+    cmd = substitute(tokens, {**_SHARD_PLACES, "/data/kinetics400": str(_fix(request, "tiny_kinetics"))})
+    res = run([*cmd, "crop_size=32", "train_jitter_scales=[32,40]", "num_frames=4", "--batches", "3", "--batch-size", "2"])
+    assert "stream / files: " in res.stdout, res.stdout
 
 
 def _detections(run_dir: Path) -> Path:
@@ -651,6 +709,9 @@ RUNNERS: list[Entry] = [
     Entry(r"^python train\.py experiment=demo\b", run_demo),
     Entry(r"^python train\.py .*train=false .*ckpt_path=", run_evaluate),
     Entry(r"^python train\.py data=kinetics data\.root=\S+ data\.num_classes=\S+$", run_own_dataset),
+    Entry(r"^python train\.py .*data\.source=stream", run_train_stream, mark="slow"),
+    Entry(r"^python scripts/make_shards\.py ", run_make_shards, mark="slow"),
+    Entry(r"^python scripts/bench_stream\.py ", run_bench_stream, mark="slow"),
     Entry(r"^python train\.py experiment=k[0-9]+_mvitv2_l_in21k_stage[12] ", run_train_l_in21k, mark="slow"),
     Entry(r"^python train\.py experiment=k[0-9]+_mvitv2_\w+ ", run_train_kinetics, mark="slow"),
     Entry(r"^python train\.py experiment=in1k_mvitv2_\w+ ", run_train_images, mark="slow"),
