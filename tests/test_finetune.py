@@ -238,14 +238,12 @@ def _tiny_source(num_classes: int) -> torch.nn.Module:
     return build_model("mvitv2_tiny", num_classes=num_classes, input_size=32, num_frames=8)
 
 
-@pytest.mark.slow  # a train.py run up to the first step: 5-7 s each on the shared 2-core machine
 def test_init_from_our_checkpoint(tmp_path, monkeypatch):
     src = _tiny_source(3)
     torch.save({"state_dict": {f"net.{k}": v for k, v in src.state_dict().items()}, "mvit_video": {}}, tmp_path / "a.ckpt")
     _same(_loaded_net(tmp_path, monkeypatch, tmp_path / "a.ckpt"), src.state_dict())  # same classes: head kept
 
 
-@pytest.mark.slow  # a train.py run up to the first step: 5-7 s each on the shared 2-core machine
 def test_init_from_a_slowfast_pyth_drops_a_head_of_another_size(tmp_path, monkeypatch):
     src = _tiny_source(7)
     torch.save({"model_state": {f"module.{k}": v for k, v in src.state_dict().items()}, "epoch": 1}, tmp_path / "k.pyth")
@@ -254,7 +252,6 @@ def test_init_from_a_slowfast_pyth_drops_a_head_of_another_size(tmp_path, monkey
     _same(net, src.state_dict(), skip=("head.",))
 
 
-@pytest.mark.slow  # a train.py run up to the first step: 5-7 s each on the shared 2-core machine
 def test_init_from_an_image_checkpoint_with_init_mode(tmp_path, monkeypatch):
     torch.manual_seed(3)
     image = build_model("mvitv2_tiny", video=False, num_frames=1, num_classes=10, input_size=32)
@@ -266,7 +263,7 @@ def test_init_from_an_image_checkpoint_with_init_mode(tmp_path, monkeypatch):
     _same(net, {k: v for k, v in expected.items() if k in from_image})
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # builds MViTv2-S twice and torchvision's mvit_v2_s: ~3 s
 def test_init_from_torchvision_mvit_v2_s(tmp_path, monkeypatch):
     from torchvision.models.video import mvit_v2_s
 
