@@ -231,7 +231,7 @@ def edge_actor_maps(tmp_path, train_videos: int, epochs: int) -> dict[tuple[str,
 def test_full_resolution_beats_the_centre_crop_on_edge_actors(tmp_path) -> None:
     """Edge actors (outside the centre crop of a 16:9 frame): the full-resolution test scores clearly higher than the
     centre crop, whose boxes there are cut to slivers or nothing. Central actors: both see the same pixels around
-    each person, and score about the same. The README's run, same settings (about 9 min on 2 shared cores). Measured:
+    each person, and score about the same. The README's run, same settings (254 s and 456 s on 2 shared cores). Measured:
     edge 0.274 centre crop / 0.400 full, centre 0.405 / 0.441 (16 test videos, ~200 person boxes each). The bounds are
     statistical, not arithmetic: an edge gain of at least 0.08 (measured 0.126) and a central difference of at
     most 0.06 (measured 0.036), and the edge gain above the central one."""
