@@ -26,3 +26,26 @@ def test_detector_rejects_bad_boxes():
     det = build_ava_detector(build_model("mvitv2_tiny", num_classes=0), num_classes=80)
     with pytest.raises(ValueError, match=r"boxes must be \(K, 5\)"):
         det(torch.randn(1, 3, 8, 64, 64), torch.zeros(2, 4))
+
+
+def test_detection_task_grad_checkpointing_gives_the_same_gradients():
+    """``task.grad_checkpointing`` (the L detector at 40 x 312) recomputes the blocks in backward: the backbone's flag is
+    set and loss and gradients are those without it (same ops, recomputed: equal up to fp32 summation order)."""
+    from functools import partial
+
+    from mvit_video.tasks.detection import AVADetectionModule
+
+    from .helpers import AVA_TEST_CLASSES, tiny_detector_and_batch
+
+    grads = []
+    for checkpointing in (False, True):
+        det, batch = tiny_detector_and_batch()
+        module = AVADetectionModule(
+            det, partial(torch.optim.SGD, lr=0.1), class_ids=AVA_TEST_CLASSES, grad_checkpointing=checkpointing
+        )
+        assert det.backbone.grad_checkpointing is checkpointing
+        module.training_step(batch, 0).backward()
+        grads.append([p.grad.clone() for p in det.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 0
+    for plain, recomputed in zip(*grads, strict=True):
+        torch.testing.assert_close(recomputed, plain, rtol=1e-5, atol=1e-6)

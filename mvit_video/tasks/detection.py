@@ -73,9 +73,12 @@ class AVADetectionModule(L.LightningModule):
         detections_dir: str | None = None,
         metadata: dict[str, Any] | None = None,
         compile: bool | dict[str, Any] = False,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
+        if grad_checkpointing:  # activation checkpointing in the backbone's blocks: the L detector at 40 x 312
+            net.backbone.set_grad_checkpointing(True)
         self.logits_fn = compiled(net.logits, compile) or net.logits
         self.probs_fn = compiled(net.forward, compile)  # None: call the net itself
         self.dynamic_boxes = bool(compile)  # mark the box count dynamic (only then: it imports torch._dynamo)
