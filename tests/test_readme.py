@@ -153,9 +153,11 @@ def ava_run(tmp_path_factory, data_dir) -> Path:
 def ava_root(ava_run, data_dir) -> Path:
     """The synthetic AVA set under the official AVA file names (conf/data/ava.yaml: the person detector's boxes)."""
     root = data_dir / "synthetic_ava"
-    official = root / "annotations" / "person_box_67091280_iou90" / "ava_detection_val_boxes_and_labels.csv"
-    official.parent.mkdir(exist_ok=True)
-    shutil.copy(root / "annotations" / "ava_val_predicted_boxes.csv", official)
+    official = root / "annotations" / "person_box_67091280_iou90"
+    official.mkdir(exist_ok=True)
+    shutil.copy(root / "annotations" / "ava_val_predicted_boxes.csv", official / "ava_detection_val_boxes_and_labels.csv")
+    train_props = official / "ava_detection_train_boxes_and_labels_include_negative_v2.2.csv"  # the paper's IoU > 0.9
+    shutil.copy(root / "annotations" / "ava_train_predicted_boxes.csv", train_props)
     return root
 
 
