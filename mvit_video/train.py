@@ -39,11 +39,29 @@ def config_root() -> str:
 
 def register_resolvers() -> None:
     """``${mul:a,b}``: the official recipes scale learning rates by the number of nodes. ``${config_root:}``: the
-    repository (``paths.root_dir``)."""
+    repository (``paths.root_dir``). ``${folder_num_classes:ROOT}``: a folder dataset's class count (experiment=finetune),
+    resolvable before the datamodule exists (model_report, recipe_diff). And ``model=<preset>``: one option of the
+    model group per registered preset."""
+    from .data.folder import register_resolvers as register_folder_resolvers
+
     if not OmegaConf.has_resolver("mul"):
         OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
     if not OmegaConf.has_resolver("config_root"):
         OmegaConf.register_new_resolver("config_root", config_root)
+    register_folder_resolvers()
+    register_model_presets()
+
+
+def register_model_presets() -> None:
+    """``model=mvitv2_b_32x3`` as ``model.name=mvitv2_b_32x3``: for each preset of the registry, a model-group option
+    that is conf/model/mvitv2.yaml with that ``name`` (generated, so the names live in the registry only)."""
+    from hydra.core.config_store import ConfigStore
+
+    from .models import list_models
+
+    store = ConfigStore.instance()
+    for preset in list_models():
+        store.store(group="model", name=preset, node={"defaults": ["mvitv2", "_self_"], "name": preset})
 
 
 register_resolvers()

@@ -231,3 +231,19 @@ def test_debug_tiny_fits_every_experiment(name, composed):
     )  # images: 1
     assert (cfg.data.num_workers, cfg.trainer.limit_train_batches, cfg.trainer.accelerator) == (0, 2, "cpu")
     assert cfg.callbacks.progress_bar is None and not cfg.data.get("time_shuffle_control", False)  # AVA: no such option
+
+
+def test_model_group_has_one_option_per_preset(tmp_path):
+    """``model=<preset>`` (as issue 18's fine-tune command types it) is ``model.name=<preset>`` on conf/model/mvitv2.yaml,
+    for every registered preset; with experiment=finetune its values (drop path, class count) still apply."""
+    from mvit_video.models import list_models
+
+    (tmp_path / "videos" / "left").mkdir(parents=True)
+    (tmp_path / "videos" / "right").mkdir()
+    register_resolvers()
+    for preset in list_models():
+        cfg = compose_cfg([f"model={preset}"], tmp_path / "out", tmp_path / "data")
+        assert cfg.model.name == preset and cfg.model._target_ == "mvit_video.models.build_model"
+    finetune = ["experiment=finetune", f"data.root={tmp_path / 'videos'}", "model=mvitv2_b_32x3"]
+    cfg = compose_cfg(finetune, tmp_path / "out", tmp_path / "data")
+    assert (cfg.model.name, cfg.model.drop_path_rate, cfg.model.num_classes) == ("mvitv2_b_32x3", 0.2, 2)
