@@ -449,6 +449,23 @@ def run_bench_stream(tokens, request, tmp):
     assert "stream / files: " in res.stdout, res.stdout
 
 
+def run_finetune(tokens, request, tmp):
+    """A fine-tune on a folder per class (the synthetic direction classes, mp4/mkv/webm/avi) from the tiny
+    classification checkpoint, in tiny form: the split file is written and the mode's option reaches the task."""
+    from omegaconf import OmegaConf
+
+    from mvit_video.data.synthetic_folder import FolderSpec, make_synthetic_folder
+
+    root = make_synthetic_folder(tmp / "my videos", FolderSpec(per_class=4), workers=0)
+    places = {"/my/videos": str(root), "/ckpts/k400_mvitv2_s.ckpt": str(_fix(request, "cls_ckpt"))}
+    train(substitute(tokens, places), tmp / "run", _fix(request, "data_dir"))
+    cfg = OmegaConf.load(tmp / "run" / ".hydra" / "config.yaml")
+    assert (root / "splits.json").is_file() and (tmp / "run" / "checkpoints" / "last.ckpt").is_file()
+    for option in (t for t in tokens if t.startswith("task.")):
+        key, value = option.split("=")
+        assert str(OmegaConf.select(cfg, key)).lower() == value, (key, OmegaConf.select(cfg, key))
+
+
 def _detections(run_dir: Path) -> Path:
     """The run's validation detections CSV (one file, all ranks' rows)."""
     found = sorted((run_dir / "detections").glob("detections_val*.csv"))
@@ -719,6 +736,7 @@ RUNNERS: list[Entry] = [
     Entry(r"^python train\.py experiment=in1k_mvitv2_\w+ ", run_train_images, mark="slow"),
     Entry(r"^python train\.py experiment=ava_", run_ava_train, mark="slow"),
     Entry(r"^python train\.py experiment=ssv2_", run_ssv2, mark="slow"),
+    Entry(r"^python train\.py experiment=finetune ", run_finetune, mark="slow"),
     Entry(r"^python train\.py experiment=(ucf101|hmdb51|charades)_", run_benchmark_train, mark="slow"),
     Entry(
         r"^python train\.py -m experiment=(ucf101|hmdb51)_.*data\.split=1,2,3|^python scripts/split_mean\.py ", run_split_protocol
