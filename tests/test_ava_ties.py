@@ -78,6 +78,16 @@ def test_equal_iou_goes_to_the_box_first_in_person_id_order(tmp_path, person_ids
     assert evaluate_files(tmp_path / "l.pbtxt", tmp_path / "gt.csv", tmp_path / "det.csv")["mAP"] == expected
 
 
+def test_equal_iou_with_equal_person_ids_replays_the_official_ground_truth_order():
+    """Equal person ids (G2 then G1 in the file): the order among them is the official reader's heap order, not file
+    order, so the equal-IoU detection D must be replayed. The official answer: D takes G1, E takes G2 (AP 1.0);
+    matching in file order without the replay gives D G2 and E a false positive (0.5)."""
+    gt = [(0, G2, 1, 1.0), (0, G1, 1, 1.0)]
+    det = [(0, D, 1, 0.9), (0, G2, 1, 0.8)]
+    assert frame_map_reference(_arrays(gt), _arrays(det), [1])[0] == 1.0
+    assert _both(gt, det, classes=(1,))[0] == 1.0
+
+
 def _tie_heavy_case(seed, n_keys, n_det, n_labels, decimals):
     """Boxes on a coarse grid (equal boxes and equal IoUs are common), scores with ``decimals`` decimals, more than
     50 rows per keyframe (a binding cap, often cut through equal scores), labels beyond the evaluated classes,
