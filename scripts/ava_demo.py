@@ -60,10 +60,16 @@ def video_frames_at_30fps(path: Path, short_side: int | None = None) -> torch.Te
 
 
 def boxes_by_second(path: Path, video_id: str | None) -> dict[int, list[list[float]]]:
-    """``{second: [box, ...]}`` of one video (a box listed once per action is drawn once); no score filtering."""
+    """``{second: [box, ...]}`` of one video (a box listed once per action is drawn once); no score filtering.
+    Without ``video_id`` the CSV must hold one video (seconds of several would mix): ValueError naming the ids."""
     from mvit_video.data.annotations import read_boxes
 
     rows = read_boxes(path, is_groundtruth=True)
+    if video_id is None:
+        ids = sorted({vid for vid, _ in rows})
+        if len(ids) > 1:
+            shown = ", ".join(ids[:10]) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
+            raise ValueError(f"{path} holds boxes of {len(ids)} videos ({shown}): name one with --video-id")
     return {sec: [list(b) for b in boxes] for (vid, sec), boxes in sorted(rows.items()) if video_id in (None, vid)}
 
 
@@ -107,16 +113,6 @@ def build_person_detector(name: str, weights: str | None, score: float, device: 
     if not weights:
         raise ValueError(f"--detector {name} needs --detector-weights PATH (a local file; nothing is downloaded)")
     return TorchvisionPersonDetector(name, weights, score_threshold=score, device=device)
-
-
-def detection_rows(video_id: str, sec: int, boxes: list[list[float]], probs: torch.Tensor, action_ids: list[int]) -> list[str]:
-    """AVA detection rows of one keyframe: every box x every evaluated action, as training's CSV writes them
-    (boxes to 3 decimals, scores to 4)."""
-    return [
-        f"{video_id},{sec:04d},{','.join(f'{c:.3f}' for c in box)},{a},{float(probs[j, a - 1]):.4f}"
-        for j, box in enumerate(boxes)
-        for a in action_ids
-    ]
 
 
 def plot_timeline(records: list[dict[str, Any]], action_names: dict[int, str], path: Path) -> None:
@@ -193,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     from mvit_video.data.decoding import read_frames
     from mvit_video.data.synthetic import write_video
     from mvit_video.inference import CheckpointMetadataError, load_detector
+    from mvit_video.metrics.ava_frame_map import detection_csv_lines
     from mvit_video.models.convert import CheckpointReadError
     from mvit_video.persons import PERSON_SCORE, DetectorWeightsError, IoUTracker
 
@@ -204,12 +201,22 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, DetectorWeightsError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    video = args.video_path or args.video
+    if args.boxes:  # also before the checkpoint and the frames are read; a frame folder's name is its video id
+        wanted = args.video_id or (Path(args.frames).name if args.frames else None)
+        try:
+            given_boxes = boxes_by_second(Path(args.boxes), wanted)
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if not given_boxes:
+            print(f"error: no boxes{f' for video id {wanted!r}' if wanted else ''} in {args.boxes}", file=sys.stderr)
+            return 2
     try:
         detector = load_detector(args.ckpt)
     except (FileNotFoundError, CheckpointReadError, CheckpointMetadataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    video = args.video_path or args.video
     if args.frames:
         paths = sorted(p for p in Path(args.frames).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         frames = read_frames(paths)  # (N, C, H, W)
@@ -223,10 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         video_id = args.video_id or Path(video).stem
         first_second = 0 if args.first_second is None else args.first_second
     if persons is None:
-        per_second = boxes_by_second(Path(args.boxes), args.video_id or (video_id if args.frames else None))
-        if not per_second:
-            print(f"error: no boxes for video id {video_id!r} in {args.boxes}", file=sys.stderr)
-            return 2
+        per_second = given_boxes
     else:
         keys = list(range(0, len(frames), FPS))  # one keyframe per second
         found = persons(frames[keys])  # per keyframe: (boxes (K, 4), scores (K,))
@@ -248,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             labels = detector.top_actions(probs, args.topk)
             for i in range(max(0, key - FPS // 2), min(len(frames), key + FPS // 2)):
                 canvas[i] = draw(canvas[i], boxes, labels, ids)
-            rows += detection_rows(video_id, sec, boxes, probs, action_ids)
+            scores = probs[:, [a - 1 for a in action_ids]].double().tolist()  # (K, A): training's CSV columns
+            rows += detection_csv_lines([(video_id, sec, box, p) for box, p in zip(boxes, scores)], action_ids)
         records.append({"second": sec, "boxes": boxes, "ids": ids, "actions": labels})
         print(json.dumps(records[-1]))
     out = Path(args.out)

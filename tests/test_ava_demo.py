@@ -299,6 +299,26 @@ def test_demo_refuses_no_box_source_and_a_bad_detector(tmp_path):
     args = ["--detector", "fasterrcnn_resnet50_fpn_v3", "--detector-weights", tmp_path / "w.pth", "--out", tmp_path / "d.mp4"]
     res = run_script("ava_demo.py", tmp_path / "v.mp4", "--ckpt", ckpt, *args)
     assert res.returncode == 2 and "unknown detector 'fasterrcnn_resnet50_fpn_v3'" in res.stderr, res.stderr
+    # A box CSV of two videos with a raw video and no --video-id: each second would take the last video's boxes.
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("vid_b,0001,0.1,0.1,0.4,0.4,1,0\nvid_a,0001,0.5,0.5,0.9,0.9,1,0\n")
+    res = run_script("ava_demo.py", tmp_path / "v.mp4", "--ckpt", ckpt, "--boxes", boxes, "--out", tmp_path / "d.mp4")
+    assert res.returncode == 2 and "2 videos (vid_a, vid_b): name one with --video-id" in res.stderr, res.stderr
+
+
+def test_demo_box_csv_gives_one_video_s_boxes(tmp_path):
+    """With --video-id (or a frame folder's name) only that video's boxes; without one, a one-video CSV as it is."""
+    import runpy
+
+    boxes_by_second = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "ava_demo.py"))["boxes_by_second"]
+    path = tmp_path / "boxes.csv"
+    path.write_text("a,0001,0.1,0.1,0.4,0.4,1,0\na,0001,0.1,0.1,0.4,0.4,2,0\nb,0001,0.5,0.5,0.9,0.9,1,0\n")
+    assert boxes_by_second(path, "a") == {1: [[0.1, 0.1, 0.4, 0.4]]}
+    assert boxes_by_second(path, "b") == {1: [[0.5, 0.5, 0.9, 0.9]]}
+    with pytest.raises(ValueError, match=r"2 videos \(a, b\)"):
+        boxes_by_second(path, None)  # merged before: second 1 took b's box alone
+    path.write_text("a,0001,0.1,0.1,0.4,0.4,1,0\n")
+    assert boxes_by_second(path, None) == {1: [[0.1, 0.1, 0.4, 0.4]]}
 
 
 # scripts/cvat_to_ava.py: a hand-written "CVAT for video 1.1" export (the structure of CVAT's docs, "XML annotation

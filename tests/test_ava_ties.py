@@ -8,8 +8,14 @@ import torch
 
 from mvit_video.metrics import ava_frame_map
 from mvit_video.metrics.ava import AVAFrameMAP
-from mvit_video.metrics.ava_frame_map import BOX_DECIMALS, SCORE_DECIMALS, csv_round, evaluate_files, frame_map
-from mvit_video.tasks.detection import detection_csv_lines
+from mvit_video.metrics.ava_frame_map import (
+    BOX_DECIMALS,
+    SCORE_DECIMALS,
+    csv_round,
+    detection_csv_lines,
+    evaluate_files,
+    frame_map,
+)
 from tests.ava_reference import frame_map_reference
 
 from .helpers import ava_tiny_run, compose_cfg

@@ -36,6 +36,9 @@ IOU_THRESHOLD = 0.5
 TOP_K_PER_KEYFRAME = 50
 SCORE_DECIMALS = 4  # detection CSVs: scores as %.4f (PySlowFast's format, and ours)
 BOX_DECIMALS = 3  # box corners as %.3f (the official annotation files' precision)
+KEYFRAME_STRIDE = 1_000_000  # keyframe codes: seconds below this (11 days), so (video, second) pairs never collide
+
+DetectionRow = tuple[str, int, tuple[float, ...], list[float]]  # (video id, second, box x1 y1 x2 y2, class scores)
 
 
 ROW_FORMAT = "video_id,second,x1,y1,x2,y2,action_id[,score or person id]"
@@ -167,6 +170,24 @@ def csv_round(x: np.ndarray, decimals: int) -> np.ndarray:
     float64, so m is also the true decimal rounding, half to even, as ``%.4f`` does.)"""
     scale = 10.0**decimals
     return np.rint(np.asarray(x, dtype=np.float64) * scale) / scale
+
+
+def keyframe_code(video_index, second):
+    """One integer per (video, second) keyframe, the key :func:`frame_map` and ``AVAFrameMAP`` group by: works on
+    numpy arrays and torch tensors alike (integer video indices and seconds, ``0 <= second < KEYFRAME_STRIDE``)."""
+    return video_index * KEYFRAME_STRIDE + second
+
+
+def detection_csv_lines(rows: list[DetectionRow], class_ids: list[int]) -> list[str]:
+    """The official detection CSV (``video,sec,x1,y1,x2,y2,action,score``), one line per box and evaluated class, in
+    row order then ``class_ids`` order (the order ``AVAFrameMAP`` evaluates in: ties make the official result
+    order-dependent); boxes with ``BOX_DECIMALS``, scores with ``SCORE_DECIMALS``. Values :func:`csv_round`-ed with
+    the same decimals (as training stores them) print exactly; others are rounded by the formatting."""
+    return [
+        f"{name},{sec:04d},{','.join(f'{c:.{BOX_DECIMALS}f}' for c in box)},{c},{p:.{SCORE_DECIMALS}f}"
+        for name, sec, box, scores in rows
+        for c, p in zip(class_ids, scores)
+    ]
 
 
 def _iou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -472,7 +493,7 @@ def evaluate_files(
     videos = np.concatenate([gv, dv, ev])
     secs = np.concatenate([gs, ds, es])
     _, vid_codes = np.unique(videos, return_inverse=True)
-    codes = vid_codes.astype(np.int64) * 1_000_000 + secs
+    codes = keyframe_code(vid_codes.astype(np.int64), secs)
     ng, nd = len(gv), len(dv)
     gt = (codes[:ng], gb, ga, gp)
     det = (codes[ng : ng + nd], db, da, dsc)

@@ -14,11 +14,9 @@ from torch import nn
 
 from ..data.sampling import gather_lists
 from ..metrics.ava import AVAFrameMAP
-from ..metrics.ava_frame_map import BOX_DECIMALS, SCORE_DECIMALS, csv_round
+from ..metrics.ava_frame_map import BOX_DECIMALS, SCORE_DECIMALS, DetectionRow, csv_round, detection_csv_lines, keyframe_code
 from .classification import checkpoint_metadata, compiled
 from .optim import configure_optimizers
-
-DetectionRow = tuple[str, int, tuple[float, ...], list[float]]  # (video id, second, box x1 y1 x2 y2, class scores)
 
 
 def gather_detections(rows: list[DetectionRow]) -> list[DetectionRow]:
@@ -33,18 +31,6 @@ def gather_detections(rows: list[DetectionRow]) -> list[DetectionRow]:
             seen.add(row[:3])
             unique.append(row)
     return unique
-
-
-def detection_csv_lines(rows: list[DetectionRow], class_ids: list[int]) -> list[str]:
-    """The official detection CSV (``video,sec,x1,y1,x2,y2,action,score``), one line per box and evaluated class, in
-    row order then ``class_ids`` order: the order ``AVAFrameMAP`` evaluates in (ties make the official result
-    order-dependent). Values are expected already :func:`csv_round`-ed, as ``_eval_step`` stores them; printing them
-    with the same number of decimals is then exact."""
-    return [
-        f"{name},{sec:04d},{','.join(f'{c:.{BOX_DECIMALS}f}' for c in box)},{c},{p:.{SCORE_DECIMALS}f}"
-        for name, sec, box, scores in rows
-        for c, p in zip(class_ids, scores)
-    ]
 
 
 def detection_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -119,9 +105,14 @@ class AVADetectionModule(L.LightningModule):
     def _eval_step(self, batch: dict[str, Any], metric: AVAFrameMAP) -> None:
         self._mark_boxes(batch)
         probs = (self.probs_fn or self.net)(batch["video"], batch["boxes"]).float()
-        code = lambda k: k[:, 0] * 100_000 + k[:, 1]  # noqa: E731  one integer per (video, second)
+        dk, gk = batch["keys"], batch["gt_keys"]  # (K, 2), (G, 2): (video index, second)
         metric.update(
-            code(batch["keys"]), batch["ori_boxes"], probs, code(batch["gt_keys"]), batch["gt_boxes"], batch["gt_labels"] > 0.5
+            keyframe_code(dk[:, 0], dk[:, 1]),
+            batch["ori_boxes"],
+            probs,
+            keyframe_code(gk[:, 0], gk[:, 1]),
+            batch["gt_boxes"],
+            batch["gt_labels"] > 0.5,
         )
         if self.detections_dir is not None:
             scores = csv_round(probs[:, [c - 1 for c in self.class_ids]].cpu().double().numpy(), SCORE_DECIMALS)  # (K, C')
