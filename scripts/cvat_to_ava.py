@@ -236,6 +236,8 @@ def convert(
     exports: list[Export], args: argparse.Namespace, label_ids: dict[str, int] | None
 ) -> tuple[list[str], dict[str, int]]:
     """AVA ground-truth rows of all exports and the label map ``{name: id}`` (new ids in declaration order)."""
+    from mvit_video.metrics.ava_frame_map import BOX_DECIMALS
+
     ids = dict(label_ids or {})
     rows: list[tuple[str, int, int, int, str]] = []
     for ex in exports:
@@ -254,6 +256,7 @@ def convert(
                 person = group_base + track.group if track.group else track.id
                 x1, y1, x2, y2 = box.xyxy
                 coords = [min(max(v, 0.0), 1.0) for v in (x1 / ex.width, y1 / ex.height, x2 / ex.width, y2 / ex.height)]
+                xyxy = ",".join(f"{c:.{BOX_DECIMALS}f}" for c in coords)
                 for name in actions_of(box, track, ex, args):
                     if name not in ids:
                         if label_ids is not None:
@@ -261,9 +264,7 @@ def convert(
                                 f"{ex.path}:{box.line}: action {name!r} is not in the label map {args.labelmap}"
                             )
                         ids[name] = len(ids) + 1
-                    line = (
-                        f"{ex.video_id},{args.first_second + s:04d},{','.join(f'{c:.3f}' for c in coords)},{ids[name]},{person}"
-                    )
+                    line = f"{ex.video_id},{args.first_second + s:04d},{xyxy},{ids[name]},{person}"
                     rows.append((ex.video_id, s, person, ids[name], line))
     return [r[-1] for r in sorted(rows)], ids
 

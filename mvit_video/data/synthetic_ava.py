@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..metrics.ava_frame_map import BOX_DECIMALS, SCORE_DECIMALS
 from .synthetic import freeze_lists, is_cached, mark_cached, write_frame_list
 
 # AVA v2.2 action ids and names (all in the 60-class evaluation list).
@@ -79,6 +80,11 @@ def _person_track(
     return np.stack([xs, ys], 1), actions, bw, bh
 
 
+def _csv_box(box) -> str:
+    """x1,y1,x2,y2 with the official files' decimals."""
+    return ",".join(f"{c:.{BOX_DECIMALS}f}" for c in box)
+
+
 def make_synthetic_ava(root: str | Path, spec: SyntheticAVASpec | None = None) -> Path:
     """Write the dataset under ``root`` (cached by spec)."""
     spec = spec or SyntheticAVASpec()
@@ -125,11 +131,11 @@ def make_synthetic_ava(root: str | Path, spec: SyntheticAVASpec | None = None) -
                     box = np.clip([(cx - bw / 2) / w, (cy - bh / 2 - bw) / h, (cx + bw / 2) / w, (cy + bh / 2) / h], 0, 1)
                     if 69 in actions:
                         box[2] = min(1.0, box[2] + 0.6 * bw / w)
-                    b = ",".join(f"{c:.3f}" for c in box)
-                    gt_rows += [f"{vid},{sec:04d},{b},{a},{pid}" for a in actions]
+                    gt_rows += [f"{vid},{sec:04d},{_csv_box(box)},{a},{pid}" for a in actions]
                     jit = np.clip(box + rng.normal(0, 0.01, 4), 0, 1)
-                    prop_rows.append(f"{vid},{sec:04d}," + ",".join(f"{c:.3f}" for c in jit) + f",,{rng.uniform(0.85, 1):.4f}")
-                prop_rows.append(f"{vid},{sec:04d},0.000,0.000,0.200,0.200,,{rng.uniform(0.1, 0.5):.4f}")  # below threshold
+                    prop_rows.append(f"{vid},{sec:04d},{_csv_box(jit)},,{rng.uniform(0.85, 1):.{SCORE_DECIMALS}f}")
+                low = rng.uniform(0.1, 0.5)  # a proposal below the test-time person threshold
+                prop_rows.append(f"{vid},{sec:04d},{_csv_box([0.0, 0.0, 0.2, 0.2])},,{low:.{SCORE_DECIMALS}f}")
         write_frame_list(root / "frame_lists" / f"{split}.csv", frame_lists)
         (ann / f"ava_{split}_v2.2.csv").write_text("\n".join(gt_rows) + "\n")
         (ann / f"ava_{split}_predicted_boxes.csv").write_text("\n".join(prop_rows) + "\n")
