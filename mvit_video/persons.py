@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 COCO_PERSON = 1  # the person label of torchvision's COCO detection models (91 classes, 0 is background)
-PERSON_SCORE = 0.8  # AVA's proposals keep person boxes above 0.8 at test time (the SlowFast / MViT boxes)
+PERSON_SCORE = 0.8  # test-time person boxes with score >= 0.8, as the AVA data reader keeps proposals (SlowFast's)
 
 FrameBoxes = tuple[torch.Tensor, torch.Tensor]  # (K, 4) normalised x1 y1 x2 y2, (K,) scores
 
@@ -46,9 +46,9 @@ def detection_model_names() -> list[str]:
 
 
 def person_boxes(output: dict[str, torch.Tensor], height: int, width: int, score_threshold: float) -> FrameBoxes:
-    """A torchvision detection output (pixel boxes, labels, scores) -> the COCO persons above ``score_threshold``,
+    """A torchvision detection output (pixel boxes, labels, scores) -> the COCO persons scoring >= ``score_threshold``,
     boxes normalised by the frame size and clipped to [0, 1]."""
-    keep = (output["labels"] == COCO_PERSON) & (output["scores"] > score_threshold)  # (K,)
+    keep = (output["labels"] == COCO_PERSON) & (output["scores"] >= score_threshold)  # (K,)
     scale = torch.tensor([width, height, width, height], dtype=torch.float32)
     boxes = (output["boxes"][keep].float() / scale).clamp(0, 1)  # (K', 4)
     return boxes, output["scores"][keep].float()
@@ -56,7 +56,7 @@ def person_boxes(output: dict[str, torch.Tensor], height: int, width: int, score
 
 class TorchvisionPersonDetector:
     """Any torchvision detection model (``torchvision.models.get_model(name)``, built without weights) with its
-    weights from a local file read with ``weights_only=True``; keeps COCO label 1 (person) above the threshold."""
+    weights from a local file read with ``weights_only=True``; keeps COCO label 1 (person) at or above the threshold."""
 
     def __init__(
         self,

@@ -7,7 +7,7 @@
 
 Person boxes come either from a person detector run on each keyframe (one per second): any torchvision detection
 model (``--detector NAME``) with its weights from a local file (``--detector-weights``, read with
-``weights_only=True``; nothing is downloaded), keeping COCO persons above ``--person-score`` (0.8, AVA's
+``weights_only=True``; nothing is downloaded), keeping COCO persons scoring >= ``--person-score`` (0.8, as AVA's
 proposals), or ``--detector module:factory``, a callable that returns a ``mvit_video.persons.PersonDetector``;
 or from an AVA-format box CSV (``--boxes``: ``video_id,second,x1,y1,x2,y2[,...]`` normalised; the ground truth
 or a detector's output). An IoU tracker gives the boxes ids stable across keyframes. Each keyframe is
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boxes", help="AVA-format CSV with the person boxes (instead of --detector)")
     parser.add_argument("--detector", help="a torchvision detection model name, or module:factory of a person detector")
     parser.add_argument("--detector-weights", help="the torchvision model's weights (a local state-dict file)")
-    parser.add_argument("--person-score", type=float, default=None, help="keep persons above this score (default 0.8)")
+    parser.add_argument("--person-score", type=float, default=None, help="keep persons scoring >= this (default 0.8)")
     parser.add_argument("--track-iou", type=float, default=0.3, help="the tracker's least IoU to keep an id")
     parser.add_argument("--track-max-age", type=int, default=2, help="keyframes a track may miss before it ends")
     parser.add_argument("--video-id", default=None, help="the CSV's video id (default: the file's or folder's name)")

@@ -18,7 +18,14 @@ import torch
 from mvit_video.data.ava import FPS
 from mvit_video.models import build_model
 from mvit_video.models.detector import build_ava_detector
-from mvit_video.persons import COCO_PERSON, DetectorWeightsError, IoUTracker, TorchvisionPersonDetector, person_boxes
+from mvit_video.persons import (
+    COCO_PERSON,
+    PERSON_SCORE,
+    DetectorWeightsError,
+    IoUTracker,
+    TorchvisionPersonDetector,
+    person_boxes,
+)
 from mvit_video.tasks.classification import checkpoint_metadata
 
 from .helpers import run_script
@@ -122,15 +129,22 @@ def test_tracker_keeps_the_id_of_a_person_missed_on_one_keyframe():
     assert seen == [[1], [1], [], [1], [1], [1]]
 
 
-def test_person_boxes_keeps_coco_persons_above_the_score_normalised():
+def test_person_boxes_keeps_coco_persons_at_or_above_the_score_normalised(tmp_path):
+    """A score of exactly PERSON_SCORE is kept, as the AVA data reader keeps its proposals (>=, SlowFast's reader)."""
     out = {
         "boxes": torch.tensor([[32.0, 24.0, 64.0, 96.0], [0.0, 0.0, 10.0, 10.0], [16.0, 0.0, 330.0, 250.0], [1.0, 2, 3, 4]]),
         "labels": torch.tensor([COCO_PERSON, 3, COCO_PERSON, COCO_PERSON]),
-        "scores": torch.tensor([0.9, 0.99, 0.85, 0.8]),
+        "scores": torch.tensor([0.9, 0.99, 0.85, PERSON_SCORE]),
     }
-    boxes, scores = person_boxes(out, 240, 320, 0.8)  # 0.8 itself is not above 0.8; label 3 is a car
-    torch.testing.assert_close(boxes, torch.tensor([[0.1, 0.1, 0.2, 0.4], [0.05, 0.0, 1.0, 1.0]]), rtol=0, atol=1.2e-7)
-    torch.testing.assert_close(scores, torch.tensor([0.9, 0.85]))
+    boxes, scores = person_boxes(out, 240, 320, PERSON_SCORE)  # label 3 is a car
+    expected = torch.tensor([[0.1, 0.1, 0.2, 0.4], [0.05, 0.0, 1.0, 1.0], [1 / 320, 2 / 240, 3 / 320, 4 / 240]])
+    torch.testing.assert_close(boxes, expected, rtol=0, atol=1.2e-7)
+    torch.testing.assert_close(scores, torch.tensor([0.9, 0.85, PERSON_SCORE]))
+    # The data reader on a proposal file (conf/data/ava.yaml's threshold is this value) keeps that score too.
+    from mvit_video.data.annotations import read_boxes
+
+    (tmp_path / "proposals.csv").write_text(f"v,0902,0.1,0.1,0.2,0.4,,{PERSON_SCORE:.4f}\n")
+    assert len(read_boxes(tmp_path / "proposals.csv", is_groundtruth=False, score_threshold=PERSON_SCORE)) == 1
 
 
 def _biased_ssdlite(path: Path) -> Path:
