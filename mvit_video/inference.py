@@ -2,6 +2,7 @@
 
     model = mvit_video.load("logs/demo/runs/.../checkpoints/last.ckpt")
     model.predict("video.mp4", topk=5)      # [("moving_left", 0.93), ...], softmax averaged over the test views
+                                            # (multi-label checkpoints: sigmoid, the maximum over the views)
     model.preprocessing.crop_size           # frames, sampling rate, crop, mean/std, class names, test views
 
 Any video FFmpeg reads works (any frame rate, constant or variable, resolution, rotation or length, with or without
@@ -44,6 +45,7 @@ class Preprocessing:
     test_num_clips: int = 1
     test_num_crops: int = 1
     test_short_side: int | None = None
+    multilabel: bool = False  # sigmoid, max over views (Charades); old checkpoints lack the key: softmax, mean
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> Preprocessing:
@@ -54,8 +56,18 @@ class Preprocessing:
         return cls(**kw)
 
 
+def view_scores(logits: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """``(..., V, K)`` logits of V views of one video -> ``(..., K)`` scores, as the model was trained and tested:
+    softmax averaged over the views (single-label), or sigmoid and the maximum over the views (multi-label:
+    SlowFast's ``HEAD_ACT: sigmoid``, ``DATA.ENSEMBLE_METHOD: max``, what ``tasks.multilabel`` tests)."""
+    if multilabel:
+        return logits.sigmoid().amax(-2)  # (..., K)
+    return logits.softmax(-1).mean(-2)  # (..., K)
+
+
 class VideoClassifier(nn.Module):
-    """A classifier with its preprocessing: ``predict(path)`` decodes the test views, averages their softmax."""
+    """A classifier with its preprocessing: ``predict(path)`` decodes the test views and scores them
+    (``view_scores``)."""
 
     def __init__(self, model: nn.Module, preprocessing: Preprocessing) -> None:
         super().__init__()
@@ -90,8 +102,8 @@ class VideoClassifier(nn.Module):
 
     @torch.inference_mode()
     def predict(self, path: str | Path, topk: int = 5, **view_kw) -> list[tuple[str, float]]:
-        """Top-k (class name, probability), the softmax averaged over the views."""
-        probs = self.model(self.views(path, **view_kw)).softmax(-1).mean(0)  # (K,)
+        """Top-k (class name, probability): ``view_scores`` of the views (softmax mean, or sigmoid max if multi-label)."""
+        probs = view_scores(self.model(self.views(path, **view_kw)), self.preprocessing.multilabel)  # (K,)
         values, idx = probs.topk(min(topk, probs.numel()))
         return [(self.preprocessing.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
 

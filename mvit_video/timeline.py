@@ -22,6 +22,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import torch
 from .data.decoding import EPS, VideoReadError, clip_start, frame_rotation, frame_timeline, rotate
 from .data.decoding import Timeline as FrameTimeline
 from .data.transforms import ClipTransform
-from .inference import Preprocessing, VideoClassifier
+from .inference import Preprocessing, VideoClassifier, view_scores
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,11 @@ def window_outputs(
     num_crops: int | None = None,
     progress: bool = False,
     stats: dict | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[tuple[Window, torch.Tensor]]:
-    """``(window, fn(views) averaged over the views)`` for every window of ``path``; ``fn`` maps ``(N, C, T, H, W)``
-    to ``(N, D)`` and runs on ``batch_size`` windows at a time. ``stats`` gets ``peak_frames`` and ``windows``."""
+    """``(window, reduce(fn(views)))`` for every window of ``path``; ``fn`` maps ``(N, C, T, H, W)`` to ``(N, D)``
+    and runs on ``batch_size`` windows at a time; ``reduce`` maps ``(B, V, D)`` to ``(B, D)`` (default: the mean over
+    the V views). ``stats`` gets ``peak_frames`` and ``windows``."""
     p = classifier.preprocessing
     clips, crops = num_clips or p.test_num_clips, num_crops or p.test_num_crops
     tf = ClipTransform("test", p.crop_size, test_short_side=p.test_short_side, mean=p.mean, std=p.std)
@@ -206,7 +209,8 @@ def window_outputs(
         x = torch.cat([v for _, v in batch]).to(param.device, param.dtype)  # (B x V, C, T, H, W)
         with torch.inference_mode():
             out = fn(x)  # (B x V, D)
-        out = out.reshape(len(batch), clips * crops, -1).mean(1).cpu()  # (B, D): the mean over the views
+        out = out.reshape(len(batch), clips * crops, -1)  # (B, V, D)
+        out = (reduce(out) if reduce is not None else out.mean(1)).cpu()  # (B, D)
         if bar is not None:
             bar.update(len(batch))
         yield from zip([w for w, _ in batch], out)
@@ -229,8 +233,8 @@ def window_outputs(
 
 
 def probabilities(classifier: VideoClassifier) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Softmax scores, as ``predict`` averages them."""
-    return lambda x: classifier.model(x).softmax(-1)  # (N, K)
+    """The logits of each view; ``predict_timeline`` scores them over the views as ``predict`` does."""
+    return classifier.model  # (N, K)
 
 
 def pre_logits(classifier: VideoClassifier) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -270,7 +274,9 @@ class Timeline:
 def predict_timeline(classifier: VideoClassifier, path: str | Path, window: float, stride: float, **kw: Any) -> Timeline:
     """Class probabilities of every window (``window_outputs``' keywords: batch size, views, progress, stats)."""
     starts, ends, rows = [], [], []
-    for w, probs in window_outputs(classifier, path, probabilities(classifier), window, stride, **kw):
+    multilabel = classifier.preprocessing.multilabel
+    score = partial(view_scores, multilabel=multilabel)  # (B, V, K) -> (B, K), as ``predict``
+    for w, probs in window_outputs(classifier, path, probabilities(classifier), window, stride, reduce=score, **kw):
         starts.append(w.start)
         ends.append(w.end)
         rows.append(probs.double().numpy())
@@ -331,14 +337,18 @@ def plot_timeline(tl: Timeline, path: Path, max_classes: int = 8) -> None:
 
 def feature_config(classifier: VideoClassifier, window: float, stride: float, clips: int, crops: int, model: str) -> dict:
     """What a feature file depends on (its JSON records it; a rerun with other settings redoes the file), as JSON
-    reads it back (lists, not tuples), so a rerun compares equal."""
-    config = {
+    reads it back (lists, not tuples), so a rerun compares equal. ``model``: the checkpoint's path; its size and
+    modification time are recorded too, so a checkpoint retrained (or replaced) in place redoes the files."""
+    config: dict[str, Any] = {
         "model": model,
         "window": window,
         "stride": stride,
         "views": {"clips": clips, "crops": crops},
-        "preprocessing": {k: v for k, v in asdict(classifier.preprocessing).items() if k != "class_names"},
+        "preprocessing": {k: v for k, v in asdict(classifier.preprocessing).items() if k not in ("class_names", "multilabel")},
     }
+    if Path(model).is_file():
+        st = Path(model).stat()
+        config["checkpoint"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
     return json.loads(json.dumps(config))
 
 

@@ -23,25 +23,9 @@ import os
 import sys
 from pathlib import Path
 
+from mvit_video.cli import positive_float, positive_int
+
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return int(text)
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
-    return value
 
 
 def find_videos(inputs: list[str]) -> list[tuple[str, Path]]:

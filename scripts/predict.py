@@ -15,27 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (0 or -1 views or classes would fail deep inside with a traceback)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {value}")
-    return value
+from mvit_video.cli import positive_float, positive_int
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -137,6 +137,15 @@ def test_ucf101_missing_video_and_bad_split(ucf, tmp_path):
         dm.check_files(train=False)
 
 
+def test_ucf101_missing_file_message_names_the_split_files(ucf):
+    from mvit_video.data.ucf101 import CLASS_INDEX
+
+    dm = UCF101DataModule(str(ucf), num_classes=2, split=1, **TINY)
+    message = dm.missing_file_message(ucf / "ucfTrainTestlist" / "testlist01.txt")
+    want = f"/{{{CLASS_INDEX},trainlist0N.txt,testlist0N.txt}} from UCF101TrainTestSplits-RecognitionTask.zip"
+    assert message.endswith(want) and message.count("{") == message.count("}") == 1
+
+
 # HMDB51 ------------------------------------------------------------------------------------------------------------
 
 
@@ -348,6 +357,86 @@ def test_multilabel_task_loss_is_bce_and_refuses_mixup():
     assert loss.item() == pytest.approx(want.item(), rel=16 * 2**-24)  # a few fp32 log/exp roundings
     with pytest.raises(ValueError, match="task.mixup=null"):
         MultiLabelVideoModule(net, partial(torch.optim.AdamW, lr=1e-3), num_classes=3, mixup=MixupCutmix(3))
+
+
+def test_unreadable_test_videos_count_as_minus_inf_scores():
+    """As the official evaluator scores a video missing from the submission: ranked last, its positives count. Video
+    0 (readable) is the positive of class 0, video 1 (unreadable) of class 1 at rank 2, class 2 has none:
+    AP = (1, 1/2), mAP 0.75 over 2 videos (dropping video 1 would give 1.0 over class 0 alone)."""
+    from functools import partial
+
+    from mvit_video.tasks.multilabel import MultiLabelVideoModule
+
+    task = MultiLabelVideoModule(_PooledLinear(3), partial(torch.optim.AdamW, lr=1e-3), num_classes=3)
+    batch = {
+        "video": torch.randn(2, 3, 4, 8, 8),
+        "label": torch.tensor([[1.0, 0, 0], [0, 1, 0]]),
+        "video_index": torch.tensor([0, 1]),
+        "view": torch.tensor([0, 0]),
+        "valid": torch.tensor([True, False]),
+        "unreadable": ["v1.mp4"],
+    }
+    task.test_step(batch, 0)
+    out = task.test_map.compute()
+    assert out["videos"].item() == 2 and out["classes"].item() == 2 and out["mAP"].item() == 0.75
+    assert task.unreadable["test"] == {"v1.mp4"}
+
+
+def test_multilabel_checkpoints_say_so():
+    """``inference.load`` reads the key to score with a sigmoid (tests/test_long_video.py checks predict)."""
+    from functools import partial
+
+    from mvit_video.tasks.multilabel import MultiLabelVideoModule
+
+    task = MultiLabelVideoModule(_PooledLinear(3), partial(torch.optim.AdamW, lr=1e-3), num_classes=3, metadata={"x": 1})
+    checkpoint: dict = {}
+    task.on_save_checkpoint(checkpoint)
+    assert checkpoint["mvit_video"]["multilabel"] is True and checkpoint["mvit_video"]["x"] == 1
+
+
+@pytest.mark.parametrize("experiment", ["ucf101_mvitv2_s", "hmdb51_mvitv2_s", "charades_mvitv2_s"])
+def test_no_val_split_experiments_test_the_last_epoch(experiment, tmp_path):
+    """Their validation set is the test list: the tested checkpoint (the epoch checkpoint's ``best_model_path``,
+    ``train._best_checkpoint``) must not be chosen by it, so that callback is unmonitored (it keeps the latest)."""
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg([f"experiment={experiment}"], tmp_path / "out", tmp_path)
+    assert cfg.callbacks.model_checkpoint.monitor is None and cfg.callbacks.model_checkpoint.get("save_top_k", 1) == 1
+
+
+@pytest.mark.slow
+def test_an_unmonitored_epoch_checkpoint_makes_train_test_the_last_epoch(tmp_path):
+    """Lightning's side of the above: with ``monitor: null`` the checkpoint train.py tests is the last epoch's, even
+    when validation was best earlier."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from mvit_video.train import _best_checkpoint
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg(["experiment=charades_mvitv2_s"], tmp_path / "out", tmp_path)
+
+    class Falling(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            return (self.w - batch[0]).pow(2).sum()
+
+        def validation_step(self, batch, batch_idx):
+            self.log(cfg.objective, 1.0 - self.current_epoch)  # best at epoch 0
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(2, 1)), batch_size=1)
+    trainer = L.Trainer(
+        max_epochs=3, callbacks=[instantiate(cfg.callbacks.model_checkpoint)], logger=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(Falling(), data, data)
+    assert Path(_best_checkpoint(trainer)).name == "epoch_002.ckpt"
 
 
 def test_split_mean(tmp_path):

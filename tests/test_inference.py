@@ -165,3 +165,21 @@ def test_onnx_export_gives_the_eager_outputs(kind, tmp_path):
     path = export_onnx(model, inputs, tmp_path / "model.onnx")
     with torch.no_grad():
         torch.testing.assert_close(run_onnx(path, inputs), model(*inputs), rtol=1e-4, atol=1e-4)
+
+
+def test_scripts_share_one_set_of_argument_types():
+    """predict.py and extract_features.py take windows, views and batch sizes through ``mvit_video.cli``: one rule,
+    one message (two copies had drifted: ``+2`` or ``nan`` were read differently)."""
+    import argparse
+
+    from mvit_video.cli import positive_float, positive_int
+
+    assert (positive_int("+2"), positive_int("7"), positive_float("0.5"), positive_float("3")) == (2, 7, 0.5, 3.0)
+    for parse, bad in [(positive_int, ("0", "-1", "1.5", "x", "")), (positive_float, ("0", "-2", "nan", "inf", "x"))]:
+        for text in bad:
+            with pytest.raises(argparse.ArgumentTypeError, match=f"got {text!r}"):
+                parse(text)
+    for script in ("predict.py", "extract_features.py"):
+        for option, value, rule in [("--window", "nan", "seconds > 0"), ("--batch-size", "+0", "an integer >= 1")]:
+            out = run_script(script, "v.mp4", "--ckpt", "c.ckpt", "--out", "o", option, value)
+            assert out.returncode == 2 and f"{option}: expected {rule}, got {value!r}" in out.stderr, (script, out.stderr)

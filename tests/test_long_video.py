@@ -6,6 +6,7 @@ the window's numbers bit for bit: the same frames, the same views, the same batc
 """
 
 import json
+import os
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -87,6 +88,25 @@ def test_a_video_shorter_than_the_window_is_one_window_equal_to_predict(files):
     tl = predict_timeline(files["model"], short, window=2.0, stride=1.0)
     assert tl.starts == [0.0] and tl.ends == [pytest.approx(1.2, abs=1e-9)]  # 12 frames of 0.1 s
     assert {name: float(p) for name, p in zip(PRE.class_names, tl.probs[0])} == dict(files["model"].predict(short, topk=4))
+
+
+def test_multilabel_checkpoints_score_sigmoid_max_over_views(files):
+    """A checkpoint whose metadata says ``multilabel`` (Charades) is scored as it was tested: the sigmoid of each view,
+    the maximum over the views; predict, and the timeline's window over the whole video, both. (Checkpoints without
+    the key stay softmax averaged over the views: the other tests here.)"""
+    tmp = files["tmp"]
+    meta = torch.load(files["ckpt"], map_location="cpu", weights_only=True)
+    meta["mvit_video"]["multilabel"] = True
+    torch.save(meta, tmp / "multilabel.ckpt")
+    model = mvit_video.load(tmp / "multilabel.ckpt")
+    short = write_testsrc(tmp / "short_ml.mkv", 1.2)
+    with torch.inference_mode():
+        logits = model.model(model.views(short))  # (6, 4): 2 clips x 3 crops
+    assert logits.shape == (6, 4)
+    by_hand = {name: float(p) for name, p in zip(PRE.class_names, logits.sigmoid().max(0).values)}
+    assert dict(model.predict(short, topk=4)) == by_hand
+    tl = predict_timeline(model, short, window=2.0, stride=1.0)
+    assert {name: float(p) for name, p in zip(PRE.class_names, tl.probs[0])} == by_hand
 
 
 def test_batches_of_windows_give_the_unbatched_numbers(files):
@@ -192,6 +212,13 @@ def test_feature_extraction_resumes_without_redoing_finished_files(files, tmp_pa
     third = run_script("extract_features.py", videos / "a.mkv", videos / "c.mkv", "--out", out, *args)
     assert third.returncode == 0 and calls == [] and "0 done, 2 already done" in third.stdout
     assert not (out / "failures.txt").exists()
+
+    ckpt_time = files["ckpt"].stat().st_mtime_ns
+    os.utime(files["ckpt"], ns=(ckpt_time + 10**9, ckpt_time + 10**9))  # retrained in place (same path, same size)
+    calls.clear()
+    retrained = run_script("extract_features.py", videos / "a.mkv", "--out", out, *args)
+    assert retrained.returncode == 0 and calls == ["a.mkv"] and "1 done, 0 already done" in retrained.stdout
+    assert json.loads((out / "a.json").read_text())["config"]["checkpoint"]["mtime_ns"] == ckpt_time + 10**9
 
 
 # ------------------------------------------------------------------ done when: change points of a 60 s video

@@ -152,7 +152,7 @@ class UCF101DataModule(SplitVideoDataModule):
         return (
             f"UCF101 file not found: {path}\n  expected the official layout under data.root (see mvit_video/data/"
             f"ucf101.py): {self.video_dir.name}/<Class>/<video>.avi and {self.split_dir.name}/{{{CLASS_INDEX},"
-            "trainlist0N.txt,testlist0N.txt}} from UCF101TrainTestSplits-RecognitionTask.zip"
+            "trainlist0N.txt,testlist0N.txt} from UCF101TrainTestSplits-RecognitionTask.zip"
         )
 
     @functools.cached_property

@@ -3,14 +3,23 @@ multi-view tests: a video's score for a class is the maximum over its views (Slo
 
 The official AP of one class is not VOC-interpolated: sort the videos by score (descending), take the precision at
 the rank of every positive, and average those precisions over the positives,
-``AP = (1 / P) * sum_{i: y_i = 1} (TP_i / i)``. The mAP is the mean over classes; a class with no positive has AP
-0/0 (NaN in MATLAB), so it is left out of the mean (the python port's ``np.nanmean``; the official test set has
-positives for all 157 classes). Videos without any action stay in the ranking as negatives, as in the MATLAB code
-(the python port's "approximate" ``charades_map`` moves them to the bottom instead).
+``AP = (1 / P) * sum_{i: y_i = 1} (TP_i / i)``. The mAP is the mean over classes. A class with no positive has
+AP 0/0: MATLAB's ``mean(ap_all)`` would then give NaN for the whole mAP; leaving such classes out of the mean (the
+python port's ``np.nanmean``) is OUR CHOICE, so a subset of the test set still gives a number (``classes`` says how
+many classes it covers; the official test set has positives for all 157, where both agree). Videos without any
+action stay in the ranking as negatives, as in the MATLAB code (the python port's "approximate" ``charades_map``
+moves them to the bottom instead).
 
-Ties: MATLAB's ``sort`` is stable, so tied videos keep the submission file's order. Here tied videos are ranked by
-their dataset index (the order of ``Charades_v1_test.csv``), which does not depend on how the rows reached the
-metric: the result is the same on one process or gathered from many in any order.
+Ties: the official evaluator builds its score matrix in the row order of ``Charades_v1_test.csv`` (the ground
+truth), whatever the submission's order, and MATLAB's ``sort`` is stable, so tied videos keep the ground truth's
+order. Here tied videos are ranked by their dataset index, which is that same order (``data.charades`` indexes the
+test videos in CSV order): the ranking is the official one exactly, and it does not depend on how the rows reached
+the metric (one process, or gathered from many in any order).
+
+Missing videos: the official evaluator scores a test video absent from the submission ``-inf`` for every class, so
+it ranks last (ties in ground-truth order) and its positives still count. ``tasks.multilabel`` does the same for a
+test video that cannot be read: its views reach the metric with ``-inf`` scores (the ``/videos`` count includes
+them; ``/unreadable_videos`` names them).
 """
 
 from __future__ import annotations

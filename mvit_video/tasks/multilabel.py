@@ -54,6 +54,19 @@ class MultiLabelVideoModule(VideoClassificationModule):
         self.unreadable["train"].update(batch.get("unreadable", ()))
         return loss
 
+    def _score(self, metric: CharadesMAP, batch: dict[str, Any], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and labels of the readable videos (for the loss). The metric also gets the unreadable ones, scored
+        ``-inf`` for every class, as the official evaluator scores a video missing from the submission: ranked last,
+        their positives still count (so an unreadable test set cannot raise the mAP)."""
+        self.unreadable[prefix].update(batch.get("unreadable", ()))
+        logits = (self.net_fn or self.net)(batch["video"])  # (B, K)
+        labels = batch["label"]  # (B, K)
+        valid = batch["valid"] if "valid" in batch else torch.ones(len(labels), dtype=torch.bool, device=labels.device)
+        view = batch["view"] if "view" in batch else torch.zeros_like(batch["video_index"])  # one view per video
+        scores = logits.detach().float().masked_fill(~valid[:, None], -torch.inf)  # (B, K)
+        metric.update(scores, labels, batch["video_index"], view)
+        return logits[valid], labels[valid]
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits, labels = self._score(self.val_views, batch, "val")
         loss = bce_with_logits(logits, labels, reduction="sum") / max(labels.numel(), 1)  # a batch with none adds 0
@@ -61,6 +74,12 @@ class MultiLabelVideoModule(VideoClassificationModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._score(self.test_maps[dataloader_idx], batch, TEST_PREFIXES[dataloader_idx])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The metadata says the model is multi-label, so ``mvit_video.load`` scores it as trained and tested
+        (sigmoid, the maximum over the views: ``inference.view_scores``), not with a softmax."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["mvit_video"]["multilabel"] = True
 
     def on_test_epoch_end(self) -> None:
         for metric, prefix in zip(self.test_maps, TEST_PREFIXES):
