@@ -222,6 +222,12 @@ def average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
     return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
 
 
+def _kept_rows(keep: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``a[keep]`` (read-only use): ``a`` itself when every row is kept, else ``np.compress``, which on (N, 4) boxes
+    is ~10x faster than a boolean index (measured 0.02 s vs 0.27 s on a million rows)."""
+    return a if keep.all() else np.compress(keep, a, axis=0)
+
+
 def _stable_argsort(x: np.ndarray) -> np.ndarray:
     """Stable ascending argsort of an integer array: equal keys keep their order. Keys in [0, 65536) are sorted as
     uint16, which numpy sorts by radix (measured 0.04 s vs 0.27 s for int64 on a million rows)."""
@@ -423,10 +429,12 @@ def frame_map(
     if excluded is not None and len(excluded):
         keep_g &= ~np.isin(g_keys, excluded)
         keep_d &= ~np.isin(d_keys, excluded)
-    g_keys, g_labels, g_scores = g_keys[keep_g].astype(np.int64), g_labels[keep_g], g_scores[keep_g].astype(np.float64)
-    g_boxes = np.asarray(g_boxes, dtype=np.float64).reshape(-1, 4)[keep_g]
-    d_keys, d_labels, d_scores = d_keys[keep_d].astype(np.int64), d_labels[keep_d], d_scores[keep_d].astype(np.float64)
-    d_boxes = np.asarray(d_boxes, dtype=np.float64).reshape(-1, 4)[keep_d]
+    g_keys, g_labels, g_scores = (_kept_rows(keep_g, a) for a in (g_keys, g_labels, g_scores))
+    g_keys, g_scores = g_keys.astype(np.int64), g_scores.astype(np.float64)
+    g_boxes = _kept_rows(keep_g, np.asarray(g_boxes, dtype=np.float64).reshape(-1, 4))
+    d_keys, d_labels, d_scores = (_kept_rows(keep_d, a) for a in (d_keys, d_labels, d_scores))
+    d_keys, d_scores = d_keys.astype(np.int64), d_scores.astype(np.float64)
+    d_boxes = _kept_rows(keep_d, np.asarray(d_boxes, dtype=np.float64).reshape(-1, 4))
 
     # Detections: the top `top_k` rows of every keyframe, keyframes in first-appearance order (the official dict).
     det_order = _Order(d_keys, d_scores, d_labels, d_boxes, top_k)
