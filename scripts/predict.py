@@ -4,7 +4,8 @@
     python scripts/predict.py VIDEO --ckpt CKPT [--topk 5] [--clips N --crops M] [--class-names FILE]
     python scripts/predict.py VIDEO --ckpt CKPT --window 2.0 --stride 1.0 [--batch-size 8] [--out DIR]
 
-The views (clips x crops) default to the checkpoint's test protocol; their softmax scores are averaged.
+The views (clips x crops) default to the checkpoint's test protocol; their softmax scores are averaged (a multi-label
+checkpoint, e.g. Charades: the sigmoid of each view, the maximum over the views, as it was tested).
 With --window, a timeline: every window [s, s + window) for s = 0, stride, ... is read as the file cut there would
 be (mvit_video.timeline says how its frames are picked), decoded in one streaming pass, batched; it writes
 DIR/<video name>.timeline.{csv,json,png} (start, end, top-k classes and probabilities; the PNG: probability over time).
