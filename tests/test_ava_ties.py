@@ -151,6 +151,23 @@ def test_one_crowded_keyframe_and_other_caps_equal_the_official_semantics(top_k)
     assert ours[0] == ref[0] and ours[1] == pytest.approx(ref[1], abs=0, rel=0, nan_ok=True)
 
 
+@pytest.mark.parametrize("equal_counts", [False, True])
+def test_rows_grouped_by_keyframe_as_files_are_written_equal_the_official_semantics(equal_counts):
+    """Rows of a keyframe together and keyframes ascending, as detection CSVs are written (the evaluator then skips
+    the sort by keyframe), with ragged keyframes or all of one size (no padding before the partition); 1-decimal
+    scores, so the cap cuts through ties."""
+    gt, (keys, boxes, labels, scores) = _tie_heavy_case(3, 8, 1600, 6, 1)
+    if equal_counts:
+        keys = np.repeat(np.arange(8), 200)  # 8 keyframes of 200 rows
+    by_key = np.argsort(keys, kind="stable")  # file order within each keyframe
+    det = (keys[by_key], boxes[by_key], labels[by_key], scores[by_key])
+    assert (np.diff(det[0]) >= 0).all() and (len(set(np.bincount(det[0]))) == 1) == equal_counts
+    for top_k in (50, 7):
+        ours = frame_map(gt, det, [1, 2, 3, 4, 5, 6], top_k=top_k)
+        ref = frame_map_reference(gt, det, [1, 2, 3, 4, 5, 6], top_k=top_k)
+        assert ours[0] == ref[0] and ours[1] == pytest.approx(ref[1], abs=0, rel=0, nan_ok=True)
+
+
 def test_metric_equals_the_evaluator_on_the_csv_it_would_write(tmp_path):
     """``AVAFrameMAP`` as the detection task builds it (rounding as the CSV writer) on float32 scores and boxes, and
     ``evaluate_files`` on the CSV that ``detection_csv_lines`` writes from the same rows: the same number, exactly.

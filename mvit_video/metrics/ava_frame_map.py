@@ -284,16 +284,19 @@ class _Order:
     def __init__(self, keys: np.ndarray, scores: np.ndarray, labels: np.ndarray, boxes: np.ndarray, capacity: int) -> None:
         self.scores, self.labels, self.boxes, self.capacity = scores, labels, boxes, capacity
         n = len(keys)
-        self.perm = np.argsort(keys)  # rows by key, any order within a key (only each key's smallest row is used)
-        sorted_keys = keys[self.perm]
+        # Files as written (a keyframe's rows together, keyframes ascending) need no sort: the rows are their own perm.
+        self.grouped = bool(n < 2 or (keys[1:] >= keys[:-1]).all())
+        self.perm = np.arange(n) if self.grouped else np.argsort(keys)  # rows by key, any order within a key
+        sorted_keys = keys if self.grouped else keys[self.perm]
         self.key_starts = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1] if n else np.zeros(0, np.int64)
         self.key_counts = np.diff(np.r_[self.key_starts, n]).astype(np.int64)
         first = np.minimum.reduceat(self.perm, self.key_starts) if n else np.zeros(0, np.int64)
         self.key_of_rank = np.argsort(first)  # keyframes in order of first appearance
         rank = np.empty(len(first), dtype=np.int64)
         rank[self.key_of_rank] = np.arange(len(first))
-        self.rank = np.empty(n, dtype=np.int64)  # (N,) keyframe rank of every row
-        self.rank[self.perm] = np.repeat(rank, self.key_counts)
+        self.rank = np.repeat(rank, self.key_counts)  # (N,) keyframe rank of every row (here in perm order)
+        if not self.grouped:
+            self.rank[self.perm] = self.rank.copy()
         rows = self._candidates()
         by_score = rows[_stable_argsort(_descending_key(scores[rows]))]
         order = by_score[_stable_argsort(self.rank[by_score])]  # (key rank, descending score), ties in file order
@@ -314,12 +317,16 @@ class _Order:
         width = int(self.key_counts.max(initial=0))
         if cap < 1 or width <= cap or len(self.key_counts) * width > 4 * n:
             return np.arange(n)
-        padded = np.full((len(self.key_counts), width), np.inf)  # (keyframes, width) negated scores, inf padding
-        slot = np.arange(n) - np.repeat(self.key_starts, self.key_counts)
-        padded[np.repeat(np.arange(len(self.key_counts)), self.key_counts), slot] = -self.scores[self.perm]
+        scores = self.scores if self.grouped else self.scores[self.perm]  # (N,) keyframe by keyframe
+        if self.grouped and (self.key_counts == width).all():
+            padded = -scores.reshape(-1, width)  # (keyframes, width) negated scores: equal keyframes need no padding
+        else:
+            padded = np.full((len(self.key_counts), width), np.inf)  # (keyframes, width) negated scores, inf padding
+            slot = np.arange(n) - np.repeat(self.key_starts, self.key_counts)
+            padded[np.repeat(np.arange(len(self.key_counts)), self.key_counts), slot] = -scores
         threshold = -np.partition(padded, cap - 1, axis=1)[:, cap - 1]  # (keyframes,) -inf where fewer rows
         keep = np.empty(n, dtype=bool)
-        keep[self.perm] = self.scores[self.perm] >= np.repeat(threshold, self.key_counts)
+        keep[self.perm] = scores >= np.repeat(threshold, self.key_counts)
         return np.flatnonzero(keep)
 
     def boundary_ties(self) -> np.ndarray:
