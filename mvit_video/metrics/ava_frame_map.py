@@ -224,7 +224,7 @@ def average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
 
 def _kept_rows(keep: np.ndarray, a: np.ndarray) -> np.ndarray:
     """``a[keep]`` (read-only use): ``a`` itself when every row is kept, else ``np.compress``, which on (N, 4) boxes
-    is ~10x faster than a boolean index (measured 0.02 s vs 0.27 s on a million rows)."""
+    is faster than a boolean index (measured 0.003 s vs 0.011 s on a million rows, median of 7)."""
     return a if keep.all() else np.compress(keep, a, axis=0)
 
 
