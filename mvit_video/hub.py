@@ -187,7 +187,11 @@ def load_preset(preset: str, weights: str | Path | None = None, **overrides: Any
         from safetensors.torch import load_file as load_safetensors
 
         state = load_safetensors(path)
-        source = "mvit_video"
+        meta_preset = _safetensors_preset(path)
+        if meta_preset not in (None, preset):
+            raise PretrainedFormatError(f"{path} holds {meta_preset}, not {preset}: load it with {meta_preset!r}")
+        guessed = guess_source(state)  # a bare state dict: timm's stages.*, torchvision's conv_proj.*, else ours
+        source = guessed if guessed in ("timm", "torchvision") else "mvit_video"
     else:
         state = load_file(path)  # torch.load(weights_only=True): no code runs; errors name the file
         source = guess_source(state)
@@ -205,6 +209,14 @@ def load_preset(preset: str, weights: str | Path | None = None, **overrides: Any
     model = build_empty(preset, **overrides)
     model.load_state_dict(convert_state_dict(state, source, model), assign=True)  # keys and shapes checked
     return model.eval()
+
+
+def _safetensors_preset(path: Path) -> str | None:
+    """The ``preset`` that ``save_pretrained`` writes into a safetensors file's metadata (none in other files)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("preset")
 
 
 def build_empty(preset: str, **overrides: Any) -> nn.Module:

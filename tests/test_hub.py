@@ -185,3 +185,27 @@ def test_torch_hub_local_entries(saved, tmp_path):
     for weights in (out, ours):  # another preset's entry refuses them
         with pytest.raises(PretrainedFormatError, match="holds mvitv2_tiny, not mvitv2_s_16x4"):
             torch.hub.load(str(REPO), "mvitv2_s_16x4", source="local", weights=str(weights))
+
+
+def test_safetensors_of_another_preset_is_refused_by_name(saved, tmp_path):
+    """save_pretrained writes the preset into the safetensors metadata: another entry names it, not missing keys."""
+    _, out, _ = saved
+    with pytest.raises(PretrainedFormatError, match="holds mvitv2_tiny, not mvitv2_s_16x4"):
+        mvit_video.hub.load_preset("mvitv2_s_16x4", out / "model.safetensors")
+
+
+@pytest.mark.slow  # builds torchvision's mvit_v2_s and MViTv2-S: ~3 s
+def test_torchvision_safetensors_loads(tmp_path):
+    """A torchvision-layout state dict saved as .safetensors is renamed like its .pth (it was refused: missing keys)."""
+    from safetensors.torch import save_file
+    from torchvision.models.video import mvit_v2_s
+
+    from mvit_video.models.convert import convert_state_dict
+
+    torch.manual_seed(0)
+    tv = mvit_v2_s().state_dict()
+    save_file({k: v.contiguous() for k, v in tv.items()}, tmp_path / "tv.safetensors")
+    loaded = mvit_video.hub.load_preset("mvitv2_s_16x4", tmp_path / "tv.safetensors")
+    expected = convert_state_dict(tv, "torchvision", loaded)
+    assert expected.keys() == loaded.state_dict().keys()
+    assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())
