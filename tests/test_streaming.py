@@ -187,18 +187,67 @@ def test_streamed_datasets_equal_the_files(decoder, shards, tiny_kinetics, tmp_p
     assert any((tmp_path / "cache").rglob("index.json")), "read through the S3 API (LitData caches the index)"
 
 
+def test_storage_errors_stop_the_run_a_corrupt_video_does_not():
+    """``ClipDataset.get`` re-raises ``StorageError`` (the shards cannot be read: it is no one video's fault, and
+    skipping would shrink the test set or change the training order); a ``VideoReadError`` is an unreadable video."""
+    from mvit_video.data.clips import ClipDataset
+    from mvit_video.data.decoding import VideoReadError
+
+    def loader(error: Exception):
+        def load(source, clip_idx, num_clips, rng):
+            raise error
+
+        return load
+
+    for mode in ("train", "val"):
+        ds = ClipDataset([("a.mp4", 0), ("b.mp4", 1)], loader(streaming.StorageError("timeout")), None, 8, mode=mode)
+        with pytest.raises(streaming.StorageError, match="timeout"):
+            ds.get(0)
+    ds = ClipDataset([("a.mp4", 0)], loader(VideoReadError("sha256 mismatch")), None, 8, mode="val")
+    ds.blank_clip = lambda: torch.zeros(3, 8, 4, 4)  # noqa: E731  no transform needed for the blank
+    sample = ds.get(0)
+    assert not sample["valid"] and sample["unreadable"] == ["a.mp4"]
+
+
+def _local_copy(uri: str, dest: Path) -> Path:
+    """The shards under s3 ``uri`` as a local folder (the same manifest.json and chunks)."""
+    import boto3
+
+    client, prefix = boto3.client("s3"), uri.removeprefix(f"s3://{BUCKET}/")
+    for obj in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]:
+        path = dest / obj["Key"].removeprefix(prefix).lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(BUCKET, obj["Key"], str(path))
+    return dest
+
+
 @pytest.mark.slow
-def test_a_corrupt_chunk_is_an_unreadable_video(shards, tmp_path):
-    """The reader checks each sample's sha256: a changed byte makes the sample unreadable (named), not a wrong clip."""
-    manifest = streaming.read_manifest(shards)
-    key, label, sha, _ = manifest.samples("val")[0]
-    wrong = streaming.ShardSample(manifest.split_uri("val"), 0, key, "0" * 64)
-    with pytest.raises(streaming.VideoReadError, match="sha256 mismatch"):
-        streaming.fetch(wrong, str(tmp_path))
+def test_a_corrupt_chunk_is_an_unreadable_video(shards, tiny_kinetics, tmp_path):
+    """A byte flipped in a (local copy of a) chunk: the reader's sha256 check makes that sample unreadable (named,
+    valid False), not a wrong clip; a missing chunk and shards of another run are ``StorageError``s."""
+    out = _local_copy(shards, tmp_path / "copy")
+    manifest = streaming.read_manifest(str(out))
+    key, _, sha, _ = manifest.samples("val")[0]
+    data = (tiny_kinetics / key).read_bytes()
+    chunk = next(p for p in sorted((out / "val").glob("chunk-*.bin")) if data[:256] in p.read_bytes())
+    raw = bytearray(chunk.read_bytes())
+    raw[raw.index(data[:256]) + len(data) // 2] ^= 0xFF  # a byte in the middle of the video, not of the header
+    chunk.write_bytes(bytes(raw))
+    stream = KineticsDataModule(
+        str(tmp_path / "absent"), decoder="pyav", source="stream", uri=str(out), cache_dir=str(tmp_path / "cache"), **CLIP_KW
+    )
+    stream.check_files()
+    stream.setup("fit")
+    sample = stream.datasets["val"][(0, 0)]
+    assert not sample["valid"] and sample["unreadable"] == [key]
+    assert stream.datasets["val"][(1, 0)]["valid"]  # the others read as before
     other = streaming.ShardSample(manifest.split_uri("val"), 1, key, sha)
-    with pytest.raises(streaming.VideoReadError, match="different runs"):
-        streaming.fetch(other, str(tmp_path))
-    assert streaming.fetch(streaming.ShardSample(manifest.split_uri("val"), 0, key, sha), str(tmp_path)).name == key
+    with pytest.raises(streaming.StorageError, match="different runs"):
+        streaming.fetch(other, str(tmp_path / "cache"))
+    for path in (out / "train").glob("chunk-*.bin"):
+        path.unlink()  # every train chunk gone: no sample can be read, and no one video is to blame
+    with pytest.raises(streaming.StorageError, match="could not be read from storage"):
+        stream.datasets["train"][(0, 0)]
 
 
 def _rank_epochs(rank: int, init_file: str, uri: str, cache: str, out: str) -> None:

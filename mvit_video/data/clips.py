@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from .base import SeededDataset, VideoDataModule
+from .streaming import StorageError
 from .transforms import ClipTransform
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class ClipDataset(SeededDataset):
                 rng = torch.Generator().manual_seed(torch.randint(0, 2**62, ()).item())
             try:
                 frames = self.load_frames(source, clip_idx, self.num_clips, rng)  # (T, C, H, W) uint8
+            except StorageError:  # the shards, not this video: stop the run (no shrunk test set, no new order)
+                raise
             except Exception as e:  # noqa: BLE001  any decoder failure: skip this file
                 name = source_name(source)
                 unreadable.append(name)

@@ -205,11 +205,26 @@ def open_split(uri: str, cache_dir: str | None = None, storage_options: dict | N
     return _OPEN[key]
 
 
+class StorageError(RuntimeError):
+    """The shards could not be read as the manifest lists them: storage unreachable or refusing (timeouts, bad
+    credentials), a missing chunk, or shards and manifest from different runs. Not an unreadable video: it stops
+    the run (``ClipDataset.get`` re-raises it) rather than shrinking the test set or changing the training order."""
+
+
 def fetch(sample: ShardSample, cache_dir: str | None = None, storage_options: dict | None = None) -> VideoBytes:
-    """The file's bytes from its shard, checked: the key and sha256 the manifest lists for it."""
-    record = open_split(sample.uri, cache_dir, storage_options)[sample.index]
+    """The file's bytes from its shard, checked: the key and sha256 the manifest lists for it. Raises
+    ``StorageError`` when the shard cannot be read or holds another key, ``VideoReadError`` on a sha256 mismatch
+    (the bytes arrived, but not the file's: that one video is unreadable)."""
+    try:
+        record = open_split(sample.uri, cache_dir, storage_options)[sample.index]
+    except ImportError:
+        raise
+    except Exception as e:  # noqa: BLE001  LitData and its clients raise many types: one, naming the sample
+        raise StorageError(
+            f"{sample.uri} sample {sample.index} ({sample.key}): could not be read from storage ({type(e).__name__}: {e})"
+        ) from e
     if record["key"] != sample.key:
-        raise VideoReadError(
+        raise StorageError(
             f"{sample.uri} sample {sample.index} holds {record['key']!r}, the manifest says {sample.key!r}: "
             "shards and manifest.json were written by different runs of make_shards"
         )
