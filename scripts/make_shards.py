@@ -14,8 +14,10 @@ split hold the items in the split's order, so a streamed run sees what a run on 
 Resumable: run the same command again after an interruption. A finished split is skipped; an unfinished one goes
 on from LitData's checkpoint (``OUT/<split>/.checkpoints``; give the same ``--workers``), the sha256 of what was
 written being logged in ``--work-dir``. ``OUT/manifest.json`` is written last: counts per split and class, total
-bytes, each sample's key, label, sha256 and size. S3 credentials and endpoint: ``AWS_*`` environment variables
-(``AWS_ENDPOINT_URL`` for MinIO and other S3-compatible stores).
+bytes, each sample's key, label, sha256 and size; splits already in it (an earlier ``--splits`` into the same
+``--out``) are kept, so ``--splits train`` then ``--splits val test`` give one manifest of three splits. S3
+credentials and endpoint: ``AWS_*`` environment variables (``AWS_ENDPOINT_URL`` for MinIO and other S3-compatible
+stores).
 """
 
 from __future__ import annotations
@@ -31,6 +33,23 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
+
+
+def previous_splits(streaming, out: str, class_names: list[str], short_side: int | None, storage_options) -> dict:
+    """The splits in an existing ``OUT/manifest.json`` (``--splits train`` then ``--splits val test``: one manifest
+    with all three). A ``ValueError`` naming it if its class names or ``--short-side`` differ from this run's."""
+    path = streaming.join(out, streaming.MANIFEST)
+    if not streaming.exists(path, storage_options):
+        return {}
+    old = streaming.read_manifest(out, storage_options)
+    if old.class_names != class_names:
+        raise ValueError(
+            f"{path} was written for other classes ({len(old.class_names)}: {old.class_names[:3]}...), this run has "
+            f"{len(class_names)} ({class_names[:3]}...): use another --out"
+        )
+    if old.raw.get("short_side") != short_side:
+        raise ValueError(f"{path} holds --short-side {old.raw.get('short_side')}, this run {short_side}: use another --out")
+    return dict(old.splits)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.out.rstrip("/")
+    try:
+        kept = previous_splits(streaming, out, class_names, args.short_side, dm.storage_options)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     work = Path(args.work_dir or Path.home() / ".cache" / "mvit_video" / "shards" / hashlib.sha1(out.encode()).hexdigest()[:16])
     splits, written = {}, {}
     for split in args.splits:
@@ -84,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "class_names": class_names,
         "dataset": f"{type(dm).__module__}.{type(dm).__name__}",
         "short_side": args.short_side,
-        "splits": splits,
+        "splits": {**kept, **splits},  # the splits of earlier runs into the same --out, rewritten ones replaced
     }
     streaming.write_manifest(out, body, dm.storage_options)
     for split, entry in splits.items():

@@ -407,3 +407,20 @@ def test_a_file_that_cannot_be_reencoded_is_stored_as_it_is(tmp_path, caplog):
     assert sample["video"] == bad.read_bytes() and sample["sha256"] == hashlib.sha256(bad.read_bytes()).hexdigest()
     assert "not re-encoded" in caplog.text and str(bad) in caplog.text
     assert json.loads((tmp_path / f"{os.getpid()}.jsonl").read_text()) == ["bad.mp4", 1, sample["sha256"], 800]
+
+
+def test_make_shards_adds_splits_to_an_existing_manifest(tiny_kinetics, tmp_path):
+    """``--splits val`` then ``--splits test`` into one --out: the manifest keeps val (it was rewritten with test
+    only); a manifest of other classes is refused, naming it."""
+    out = tmp_path / "shards"
+    args = [str(tiny_kinetics), "--out", str(out), "--set", "num_classes=4", "--work-dir", str(tmp_path / "work")]
+    for split in ("val", "test"):
+        done = run_script("make_shards.py", *args, "--splits", split)
+        assert done.returncode == 0, done.stderr[-3000:]
+    manifest = streaming.read_manifest(str(out))
+    assert sorted(manifest.splits) == ["test", "val"] and manifest.splits["val"]["count"] == 8
+    raw = json.loads((out / "manifest.json").read_text())
+    raw["class_names"] = ["a", "b", "c", "d"]
+    (out / "manifest.json").write_text(json.dumps(raw))
+    refused = run_script("make_shards.py", *args, "--splits", "val")
+    assert refused.returncode == 2 and f"{out / 'manifest.json'} was written for other classes" in refused.stderr
