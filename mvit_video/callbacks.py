@@ -315,7 +315,8 @@ class EndOfTestReports(L.Callback):
       computes and resets them (callbacks run first), gathered from every process: video-level scores, hence the
       confusion matrix and per-class accuracy; class names from ``metadata["class_names"]``;
     - a task whose ``test_map`` metric has ``per_class_ap`` (``{class id: AP}``) after the task computed it:
-      per-class AP, names from ``metadata["action_names"]`` (AVA) or ``metadata["class_names"]``."""
+      per-class AP, names from ``metadata["action_names"]`` (AVA) or ``metadata["class_names"]``, and the test
+      positives per class from its ``per_class_positives`` (``{class id: count}``) where it has them."""
 
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
@@ -339,11 +340,12 @@ class EndOfTestReports(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from .reports import ap_report, send_to_loggers, write_reports
 
-        per_class = getattr(getattr(pl_module, "test_map", None), "per_class_ap", None)
+        test_map = getattr(pl_module, "test_map", None)
+        per_class = getattr(test_map, "per_class_ap", None)
         if self.report is None and per_class:
             meta = getattr(pl_module, "metadata", {})
             names = meta.get("action_names") or dict(enumerate(meta.get("class_names") or []))
-            self.report = ap_report(per_class, names)
+            self.report = ap_report(per_class, names, getattr(test_map, "per_class_positives", None))
         if self.report is None or not trainer.is_global_zero:
             return
         images = write_reports(self.report, self.dirpath)

@@ -5,7 +5,7 @@
 - detection / multi-label (AVA, Charades): ``per_class_ap.png``;
 - ``per_class.csv`` (every class, sorted) and the worst classes, which ``train.print_summary`` shows.
 
-``callbacks.TestReports`` collects the numbers from what the tasks already hold (see its docstring).
+``callbacks.EndOfTestReports`` collects the numbers from what the tasks already hold (see its docstring).
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ WORST_IN_SUMMARY = 5  # classes in the end-of-run table
 
 @dataclass
 class ClassReport:
-    """Per-class test values. ``metric``: ``accuracy`` or ``AP``; ``counts``: test videos (or positives) per class;
-    ``confusion``: ``(K, K)`` video counts, row = true class, column = predicted (classification only)."""
+    """Per-class test values. ``metric``: ``accuracy`` or ``AP``; ``counts``: test videos (or positives) per class,
+    ``None`` where the metric does not say (no count column, no "(n)" in the chart); ``confusion``: ``(K, K)``
+    video counts, row = true class, column = predicted (classification only)."""
 
     metric: str
     names: list[str]
     values: np.ndarray  # (K,) nan where a class has no test sample
-    counts: np.ndarray  # (K,)
+    counts: np.ndarray | None  # (K,)
     confusion: np.ndarray | None = field(default=None, repr=False)
 
     def order(self) -> list[int]:
@@ -41,9 +42,12 @@ class ClassReport:
         scored = [i for i in range(len(self.names)) if math.isfinite(self.values[i])]
         return sorted(scored, key=lambda i: (self.values[i], self.names[i]))
 
-    def worst(self, n: int = WORST_IN_SUMMARY) -> list[tuple[str, float, int]]:
-        """(name, value, count) of the ``n`` worst classes."""
-        return [(self.names[i], float(self.values[i]), int(self.counts[i])) for i in self.order()[:n]]
+    def worst(self, n: int = WORST_IN_SUMMARY) -> list[tuple[str, float, int | None]]:
+        """(name, value, count or None) of the ``n`` worst classes."""
+        return [(self.names[i], float(self.values[i]), self.count(i)) for i in self.order()[:n]]
+
+    def count(self, i: int) -> int | None:
+        return None if self.counts is None else int(self.counts[i])
 
 
 def video_scores(rows: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,12 +75,16 @@ def classification_report(scores: torch.Tensor, labels: torch.Tensor, names: Seq
     return ClassReport("accuracy", list(names), values, counts, confusion)
 
 
-def ap_report(per_class_ap: dict[Any, float], names: dict[Any, str] | None = None) -> ClassReport:
-    """Per-class AP (``{class id: AP}``, nan for a class without positives) with the ids' names where known."""
+def ap_report(
+    per_class_ap: dict[Any, float], names: dict[Any, str] | None = None, positives: dict[Any, int] | None = None
+) -> ClassReport:
+    """Per-class AP (``{class id: AP}``, nan for a class without positives) with the ids' names where known and,
+    where the metric gives them, the test positives per class (``{class id: count}``); else no counts."""
     ids = list(per_class_ap)
     label = [str((names or {}).get(i, (names or {}).get(str(i), i))) for i in ids]
     values = np.array([float(per_class_ap[i]) for i in ids], dtype=np.float64)
-    return ClassReport("AP", label, values, np.isfinite(values).astype(np.int64))
+    counts = None if positives is None else np.array([int(positives.get(i, 0)) for i in ids], dtype=np.int64)
+    return ClassReport("AP", label, values, counts)
 
 
 def confusion_classes(confusion: np.ndarray, max_classes: int = CONFUSION_MAX_CLASSES) -> list[int]:
@@ -128,7 +136,8 @@ def plot_per_class(report: ClassReport, max_classes: int = BAR_MAX_CLASSES):
     fig = Figure(figsize=(7, 1.5 + 0.22 * len(shown)))
     ax = fig.subplots()
     ax.barh(range(len(shown)), [report.values[i] for i in shown], color="tab:blue")
-    ax.set_yticks(range(len(shown)), [f"{report.names[i]} ({report.counts[i]})" for i in shown], fontsize=7)
+    labels = [report.names[i] + ("" if report.counts is None else f" ({report.counts[i]})") for i in shown]
+    ax.set_yticks(range(len(shown)), labels, fontsize=7)
     ax.invert_yaxis()  # worst first, at the top
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"test {report.metric}")
@@ -144,9 +153,9 @@ def write_reports(report: ClassReport, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "per_class.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["class", report.metric, "count"])
+        writer.writerow(["class", report.metric] + ([] if report.counts is None else ["count"]))
         for i in [*report.order(), *(i for i in range(len(report.names)) if not math.isfinite(report.values[i]))]:
-            writer.writerow([report.names[i], f"{report.values[i]:.6f}", int(report.counts[i])])
+            writer.writerow([report.names[i], f"{report.values[i]:.6f}"] + ([] if report.counts is None else [report.count(i)]))
     figures = {f"per_class_{report.metric.lower()}": plot_per_class(report)}
     if report.confusion is not None:
         figures["confusion_matrix"] = plot_confusion(report)

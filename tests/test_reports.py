@@ -132,7 +132,18 @@ def test_callback_reads_per_class_ap(tmp_path, metadata, names):
     cb.on_test_end(_trainer(), module)
     assert [(n, v) for n, v, _ in cb.report.worst()] == [(names[0], 0.125), (names[1], 0.5)]
     assert (tmp_path / "per_class_ap.png").stat().st_size > 1000 and not (tmp_path / "confusion_matrix.png").exists()
-    assert [r["AP"] for r in csv.DictReader((tmp_path / "per_class.csv").open())] == ["0.125000", "0.500000", "nan"]
+    rows = list(csv.DictReader((tmp_path / "per_class.csv").open()))
+    assert [r["AP"] for r in rows] == ["0.125000", "0.500000", "nan"]
+    assert cb.report.counts is None and "count" not in rows[0]  # the metric has no positive counts: none shown (not 1)
+
+
+def test_ap_report_shows_the_metrics_positive_counts(tmp_path):
+    """A metric with ``per_class_positives``: the real counts in the CSV (not 1 for every class with an AP)."""
+    test_map = SimpleNamespace(per_class_ap={1: 0.5, 2: 0.125}, per_class_positives={1: 7, 2: 3})
+    cb = EndOfTestReports(tmp_path)
+    cb.on_test_end(_trainer(), SimpleNamespace(test_map=test_map, metadata={"class_names": ["a", "b", "c"]}))
+    rows = list(csv.DictReader((tmp_path / "per_class.csv").open()))
+    assert [(r["class"], r["count"]) for r in rows] == [("c", "3"), ("b", "7")]
 
 
 def test_summary_table_lists_the_worst_classes(tmp_path, capsys):
@@ -196,4 +207,4 @@ def test_callback_reads_charades_map(tmp_path):
     cb = EndOfTestReports(tmp_path)
     cb.on_test_epoch_end(_trainer(), module)
     cb.on_test_end(_trainer(), module)
-    assert cb.report.metric == "AP" and cb.report.worst() == [("sit", 0.25, 1), ("open", 1.0, 1)]
+    assert cb.report.metric == "AP" and cb.report.worst() == [("sit", 0.25, None), ("open", 1.0, None)]  # no counts
