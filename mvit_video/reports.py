@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .metrics.classification import video_scores  # noqa: F401  the reports' video scores are the metric's
+
 CONFUSION_MAX_CLASSES = 30  # a readable matrix: the classes with the most errors beyond this
 BAR_MAX_CLASSES = 40  # bars in the per-class chart beyond this: the worst ones
 WORST_IN_SUMMARY = 5  # classes in the end-of-run table
@@ -48,20 +50,6 @@ class ClassReport:
 
     def count(self, i: int) -> int | None:
         return None if self.counts is None else int(self.counts[i])
-
-
-def video_scores(rows: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed softmax and label per video from ``MultiViewAccuracy``'s rows ``[video, view, label, softmax...]``,
-    each (video, view) counted once, as its ``compute`` does. Returns ``(V, K)`` scores and ``(V,)`` labels."""
-    rows = rows.reshape(-1, num_classes + 3).double()  # (N, K + 3)
-    video, view, labels = rows[:, 0].long(), rows[:, 1].long(), rows[:, 2].long()
-    key = video * (int(view.max()) + 1 if len(view) else 1) + view  # (N,) one per (video, view)
-    unique, inverse = torch.unique(key, return_inverse=True)
-    first = torch.empty(len(unique), dtype=torch.long).scatter_(0, inverse, torch.arange(len(key)))  # (U,)
-    videos, per_video = torch.unique(video[first], return_inverse=True)  # (V,), (U,)
-    scores = torch.zeros(len(videos), num_classes, dtype=rows.dtype).index_add_(0, per_video, rows[first, 3:])
-    video_labels = torch.empty(len(videos), dtype=torch.long).scatter_(0, per_video, labels[first])  # (V,)
-    return scores, video_labels
 
 
 def classification_report(scores: torch.Tensor, labels: torch.Tensor, names: Sequence[str]) -> ClassReport:

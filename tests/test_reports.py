@@ -93,7 +93,7 @@ def test_write_reports_csv_sorted_worst_first(tmp_path):
     pngs = write_reports(report, tmp_path)
     assert sorted(p.name for p in pngs) == ["confusion_matrix.png", "per_class_accuracy.png"]
     assert all(p.stat().st_size > 1000 for p in pngs)
-    rows = list(csv.DictReader((tmp_path / "per_class.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "per_class.csv").read_text().splitlines()))
     assert [(r["class"], float(r["accuracy"]), int(r["count"])) for r in rows] == [
         ("swim", 0, 1),
         ("jump", 0.5, 2),
@@ -132,7 +132,7 @@ def test_callback_reads_per_class_ap(tmp_path, metadata, names):
     cb.on_test_end(_trainer(), module)
     assert [(n, v) for n, v, _ in cb.report.worst()] == [(names[0], 0.125), (names[1], 0.5)]
     assert (tmp_path / "per_class_ap.png").stat().st_size > 1000 and not (tmp_path / "confusion_matrix.png").exists()
-    rows = list(csv.DictReader((tmp_path / "per_class.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "per_class.csv").read_text().splitlines()))
     assert [r["AP"] for r in rows] == ["0.125000", "0.500000", "nan"]
     assert cb.report.counts is None and "count" not in rows[0]  # the metric has no positive counts: none shown (not 1)
 
@@ -142,7 +142,7 @@ def test_ap_report_shows_the_metrics_positive_counts(tmp_path):
     test_map = SimpleNamespace(per_class_ap={1: 0.5, 2: 0.125}, per_class_positives={1: 7, 2: 3})
     cb = EndOfTestReports(tmp_path)
     cb.on_test_end(_trainer(), SimpleNamespace(test_map=test_map, metadata={"class_names": ["a", "b", "c"]}))
-    rows = list(csv.DictReader((tmp_path / "per_class.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "per_class.csv").read_text().splitlines()))
     assert [(r["class"], r["count"]) for r in rows] == [("c", "3"), ("b", "7")]
 
 
@@ -208,3 +208,17 @@ def test_callback_reads_charades_map(tmp_path):
     cb.on_test_epoch_end(_trainer(), module)
     cb.on_test_end(_trainer(), module)
     assert cb.report.metric == "AP" and cb.report.worst() == [("sit", 0.25, None), ("open", 1.0, None)]  # no counts
+
+
+def test_report_argmax_is_the_one_top1_counted():
+    """Summed in float32 (the metric) class 0 wins by one ulp, in float64 class 1 does: the report uses the
+    metric's own sums, so its per-class accuracy gives test/top1 (it gave 0 where top1 was 1)."""
+    probs = [[0.8631789088249207, 0.5414612293243408], [0.2997118830680847, 0.42268723249435425]]
+    probs += [[0.028319671750068665, 0.12428327649831772], [0.6706244349479675, 0.7734031677246094]]  # (4 views, 2)
+    rows = torch.cat([torch.tensor([[0.0, v, 0.0] for v in range(4)]), torch.tensor(probs)], 1)  # (4, 5) float32
+    assert rows[:, 3:].double().sum(0).argmax() == 1  # the float64 sum would flip it
+    metric = MultiViewAccuracy(2, top_k=(1,))
+    metric.rows.append(rows.flatten())  # what update stores, with these exact probabilities
+    top1 = float(metric.compute()["top1"])
+    report = classification_report(*video_scores(rows.flatten(), 2), ["a", "b"])
+    assert top1 == 1.0 and float(np.nansum(report.values * report.counts) / report.counts.sum()) == top1

@@ -39,21 +39,30 @@ class MultiViewAccuracy(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         flat = dim_zero_cat(self.rows) if not isinstance(self.rows, list) or self.rows else torch.zeros(0)
-        rows = flat.to(self.device).view(-1, self.num_classes + 3)  # (N, K + 3), duplicates included
-        video, view, labels, probs = rows[:, 0].long(), rows[:, 1].long(), rows[:, 2].long(), rows[:, 3:]
-        key = video * (int(view.max()) + 1 if len(view) else 1) + view  # (N,) one per (video, view)
-        unique, inverse = torch.unique(key, return_inverse=True)
-        first = torch.empty(len(unique), dtype=torch.long, device=key.device)
-        first[inverse] = torch.arange(len(key), device=key.device)  # one row per (video, view)
-        videos, per_view = torch.unique(video[first], return_inverse=True)  # (V,), (U,)
-        scores = torch.zeros(len(videos), self.num_classes, device=probs.device).index_add_(0, per_view, probs[first])
-        video_labels = torch.empty(len(videos), dtype=torch.long, device=key.device)
-        video_labels[per_view] = labels[first]  # (V,)
+        scores, video_labels = video_scores(flat.to(self.device), self.num_classes)  # (V, K), (V,)
         top = scores.topk(min(max(self.top_k), self.num_classes), dim=-1).indices  # (V, kmax)
         hits = top == video_labels[:, None]
         out = {f"top{k}": hits[:, : min(k, self.num_classes)].any(-1).float().mean() for k in self.top_k}
-        out["videos"] = torch.tensor(float(len(videos)), device=probs.device)
+        out["videos"] = torch.tensor(float(len(video_labels)), device=scores.device)
         return out
+
+
+def video_scores(rows: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed softmax and label per video from ``MultiViewAccuracy``'s rows ``[video, view, label, softmax...]``,
+    each (video, view) counted once, in the rows' dtype (float32): ``compute`` and the end-of-test reports both
+    use it, so a report's argmax is the one test/top1 counted. Returns ``(V, K)`` scores and ``(V,)`` labels."""
+    rows = rows.reshape(-1, num_classes + 3)  # (N, K + 3), duplicates included
+    video, view, labels, probs = rows[:, 0].long(), rows[:, 1].long(), rows[:, 2].long(), rows[:, 3:]
+    key = video * (int(view.max()) + 1 if len(view) else 1) + view  # (N,) one per (video, view)
+    unique, inverse = torch.unique(key, return_inverse=True)
+    first = torch.empty(len(unique), dtype=torch.long, device=key.device)
+    first[inverse] = torch.arange(len(key), device=key.device)  # (U,) one row per (video, view)
+    videos, per_view = torch.unique(video[first], return_inverse=True)  # (V,), (U,)
+    scores = torch.zeros(len(videos), num_classes, dtype=probs.dtype, device=probs.device)
+    scores.index_add_(0, per_view, probs[first])  # (V, K)
+    video_labels = torch.empty(len(videos), dtype=torch.long, device=key.device)
+    video_labels[per_view] = labels[first]  # (V,)
+    return scores, video_labels
 
 
 def gather_names(names: Iterable[str]) -> set[str]:
