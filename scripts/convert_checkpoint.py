@@ -5,8 +5,9 @@ with ``torch.load(weights_only=True)``: a checkpoint cannot run code.
 
     python scripts/convert_checkpoint.py MViTv2_S_16x4_k400_f302660347.pyth --model mvitv2_s_16x4 --out s16.pt
 
---to-hub DIR writes the Hugging Face layout instead (``model.safetensors``, ``config.json``, ``README.md``;
-``mvit_video.from_pretrained(DIR)`` loads it): preprocessing from our checkpoint's metadata, else from the
+--to-hub DIR also writes the Hugging Face layout (``model.safetensors``, ``config.json``, ``README.md``;
+``mvit_video.from_pretrained(DIR)`` loads it); the key table is printed and ``--out`` written as without it,
+and either or both may be given. Preprocessing from our checkpoint's metadata, else from the
 preset's official recipe (``--sampling-rate``, ``--mean``, ``--std``, ``--class-names`` override it).
 
     python scripts/convert_checkpoint.py MViTv2_S_16x4_k400_f302660347.pyth --model mvitv2_s_16x4 --to-hub s16/
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,23 +77,23 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 1
     print("all keys and shapes match")
+    model.load_state_dict(sd, assign=True)  # the converted tensors themselves into the meta model: no random init
     if args.out:
         meta = {"preset": args.model, "model": model.cfg.to_dict(), "source": source}
         torch.save({"state_dict": {f"net.{k}": v for k, v in sd.items()}, "mvit_video": meta}, args.out)
         print(f"wrote {args.out}")
     if args.to_hub:
-        return _to_hub(args, obj, source, sd, num_classes, overrides)
+        return _to_hub(args, obj, source, model)
     return 0
 
 
-def _to_hub(args, obj, source: str, state: dict, num_classes: int, overrides: dict) -> int:
-    """The converted weights in the ``save_pretrained`` layout, with the preprocessing they expect."""
+def _to_hub(args: argparse.Namespace, obj: Any, source: str, model: Any) -> int:
+    """The converted ``model`` (weights loaded) in the ``save_pretrained`` layout, with the preprocessing it expects."""
     from mvit_video.data.annotations import DatasetFormatError, read_classnames
-    from mvit_video.hub import build_empty, save_pretrained
+    from mvit_video.hub import save_pretrained
     from mvit_video.inference import Preprocessing
 
-    model = build_empty(args.model, num_classes=num_classes, **overrides)
-    model.load_state_dict(state, assign=True)  # the converted tensors themselves, no random init first
+    num_classes = model.cfg.num_classes
     meta = obj.get("mvit_video") if isinstance(obj, dict) else None
     if meta and meta.get("class_names"):  # our checkpoint: the preprocessing it was trained with
         pre = Preprocessing.from_metadata(meta)
@@ -117,7 +119,7 @@ def _to_hub(args, obj, source: str, state: dict, num_classes: int, overrides: di
     return 0
 
 
-def recipe_preprocessing(preset: str, cfg) -> dict:
+def recipe_preprocessing(preset: str, cfg: Any) -> dict[str, Any]:
     """Sampling rate and mean/std of the preset's official recipe (``mvit_video.recipes``): video models the
     K400 configs' (S 16x4, B 32x3, L 40x3), image models ImageNet's; other presets the video default."""
     from mvit_video import recipes

@@ -129,16 +129,20 @@ def test_hub_id_downloads_only_weights_config_and_card(saved, monkeypatch):
 
 
 def test_convert_official_checkpoint_to_hub(saved, tmp_path):
-    """An official SlowFast-layout file (``model_state``) with a class-name file -> the Hub layout, same logits."""
+    """An official SlowFast-layout file (``model_state``) with a class-name file -> the Hub layout, same logits;
+    with --out too, both are written (--to-hub is not "instead")."""
     model = saved[0].model
     src = tmp_path / "official.pyth"
     torch.save({"model_state": model.state_dict(), "cfg": "..."}, src)
     (tmp_path / "names.txt").write_text("\n".join(NAMES) + "\n")
     out = tmp_path / "hub"
     result = run_script(
-        "convert_checkpoint.py", src, "--model", "mvitv2_tiny", "--to-hub", out, "--class-names", tmp_path / "names.txt"
-    )
+        "convert_checkpoint.py", src, "--model", "mvitv2_tiny", "--to-hub", out, "--class-names", tmp_path / "names.txt",
+        "--out", tmp_path / "s.pt",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    pt = torch.load(tmp_path / "s.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(pt[f"net.{k}"], v) for k, v in model.state_dict().items())
     loaded = mvit_video.from_pretrained(out)
     assert loaded.preprocessing.class_names == NAMES and loaded.preprocessing.num_frames == 8
     config = json.loads((out / "config.json").read_text())
