@@ -114,6 +114,7 @@ def test_predict_as_users_run_it(tmp_path):
 def test_every_checkpoint_script_names_a_bad_file(tmp_path, script, args, kind, message):
     ckpt = _bad_checkpoints(tmp_path)[kind]
     args = [a.format(ckpt=ckpt, tmp=tmp_path) for a in args]
+    (tmp_path / "b.csv").write_text(f"{tmp_path.name},0902,0.1,0.1,0.5,0.9\n")  # a valid box file (read first) for --frames
     code, _, err = _run_in_process(script, args)
     _assert_one_error_line(code, err, ckpt, message)
 
