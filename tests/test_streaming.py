@@ -411,14 +411,20 @@ def test_a_file_that_cannot_be_reencoded_is_stored_as_it_is(tmp_path, caplog):
 
 def test_make_shards_adds_splits_to_an_existing_manifest(tiny_kinetics, tmp_path):
     """``--splits val`` then ``--splits test`` into one --out: the manifest keeps val (it was rewritten with test
-    only); a manifest of other classes is refused, naming it."""
+    only); a manifest of other classes is refused, naming it. A stale sha256 log in the work dir of a fresh split
+    (no LitData checkpoint) is deleted, not taken for the file's."""
     out = tmp_path / "shards"
     args = [str(tiny_kinetics), "--out", str(out), "--set", "num_classes=4", "--work-dir", str(tmp_path / "work")]
+    key = "videos/val/moving_left/moving_left_00000.mp4"
+    (tmp_path / "work" / "val").mkdir(parents=True)
+    (tmp_path / "work" / "val" / "zz.jsonl").write_text(json.dumps([key, 0, "0" * 64, 1]) + "\n")  # sorts last
     for split in ("val", "test"):
         done = run_script("make_shards.py", *args, "--splits", split)
         assert done.returncode == 0, done.stderr[-3000:]
     manifest = streaming.read_manifest(str(out))
     assert sorted(manifest.splits) == ["test", "val"] and manifest.splits["val"]["count"] == 8
+    sha = {k: h for k, _, h, _ in manifest.samples("val")}[key]
+    assert sha == hashlib.sha256((tiny_kinetics / key).read_bytes()).hexdigest()
     raw = json.loads((out / "manifest.json").read_text())
     raw["class_names"] = ["a", "b", "c", "d"]
     (out / "manifest.json").write_text(json.dumps(raw))

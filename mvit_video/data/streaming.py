@@ -382,14 +382,17 @@ def write_split(
 ) -> list[list]:
     """Write one split's items ``(key, path, label)`` as a LitData dataset at ``uri``, resumable: an interrupted run
     goes on where LitData's checkpoint (``URI/.checkpoints``) says (the same ``workers`` needed), and the sha256
-    logs in ``work_dir`` keep what was written. Returns ``[key, label, sha256, bytes]`` per item, in item order
-    (which is the shards' order)."""
+    logs in ``work_dir`` keep what was written; without a checkpoint the split starts over, its old logs deleted.
+    Returns ``[key, label, sha256, bytes]`` per item, in item order (which is the shards' order)."""
     import litdata
 
     work_dir.mkdir(parents=True, exist_ok=True)
     allow_http_endpoint(storage_options)
     inputs = [[key, path, int(label)] for key, path, label in items]  # lists: LitData compares them with its JSON
     if not exists(join(uri, "index.json"), storage_options):  # else this split was finished by an earlier run
+        if not exists(join(uri, ".checkpoints", "config.json"), storage_options):  # a fresh split: LitData starts over
+            for stale in work_dir.glob("*.jsonl"):  # sha256 logs of an earlier, other write: not to win over this one's
+                stale.unlink()
         litdata.optimize(
             fn=SampleWriter(str(work_dir), short_side, storage_options),
             inputs=inputs,
