@@ -223,3 +223,24 @@ def test_report_argmax_is_the_one_top1_counted():
     top1 = float(metric.compute()["top1"])
     report = classification_report(*video_scores(rows.flatten(), 2), ["a", "b"])
     assert top1 == 1.0 and float(np.nansum(report.values * report.counts) / report.counts.sum()) == top1
+
+
+def test_real_metrics_give_their_positive_counts():
+    """CharadesMAP counts the videos with each class, AVAFrameMAP the ground-truth boxes of each class: the counts the
+    AP reports show, for the classes that have an AP."""
+    from mvit_video.metrics.ava import AVAFrameMAP
+    from mvit_video.metrics.charades import CharadesMAP
+
+    charades = CharadesMAP(num_classes=3)
+    targets = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])  # class 2 has no positive
+    charades.update(torch.rand(3, 3), targets, torch.arange(3), torch.zeros(3, dtype=torch.long))
+    charades.compute()
+    assert charades.per_class_positives == {0: 2, 1: 1}
+
+    ava = AVAFrameMAP(class_ids=[1, 2])
+    box = torch.tensor([[0.1, 0.1, 0.5, 0.9]], dtype=torch.float64)
+    gt_labels = torch.zeros(2, 80, dtype=torch.bool)
+    gt_labels[0, [0, 1]] = gt_labels[1, 0] = True  # class 1 in two boxes, class 2 in one
+    ava.update(torch.tensor([0]), box, torch.rand(1, 80), torch.tensor([0, 0]), torch.cat([box, box + 0.2]), gt_labels)
+    ava.compute()
+    assert ava.per_class_positives == {1: 2, 2: 1}

@@ -43,6 +43,7 @@ class AVAFrameMAP(Metric):
         self.class_ids, self.top_k = list(class_ids), top_k
         self.score_decimals, self.box_decimals = score_decimals, box_decimals
         self.per_class_ap: dict[int, float] = {}  # of the last compute(): the end-of-test report reads it
+        self.per_class_positives: dict[int, int] = {}  # ground-truth boxes per class, of the same compute()
         for name in ("det_keys", "det_boxes", "det_scores", "gt_keys", "gt_boxes", "gt_labels"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
@@ -75,4 +76,5 @@ class AVAFrameMAP(Metric):
         rows, cols = np.nonzero(gl)
         gt = (gk[rows], gb[rows], cols + 1, np.ones(len(rows)))
         mean_ap, self.per_class_ap = frame_map(gt, det, self.class_ids, top_k=self.top_k)
+        self.per_class_positives = {int(c): int((gt[2] == c).sum()) for c in self.per_class_ap}
         return torch.tensor(mean_ap, dtype=torch.float64)

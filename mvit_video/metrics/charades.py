@@ -58,6 +58,7 @@ class CharadesMAP(Metric):
         self.num_classes = num_classes
         self.add_state("rows", [], dist_reduce_fx="cat")  # (N * (2K + 2),)
         self.per_class_ap: dict[int, float] = {}
+        self.per_class_positives: dict[int, int] = {}  # videos with the class, of the same classes
 
     def update(self, scores: torch.Tensor, targets: torch.Tensor, video_index: torch.Tensor, view: torch.Tensor) -> None:
         """``scores (N, K)``, 0/1 ``targets (N, K)``, ``video_index`` and ``view`` ``(N,)``."""
@@ -90,6 +91,7 @@ class CharadesMAP(Metric):
         ap = charades_average_precision(scores, targets)  # (K,)
         has_positive = ~ap.isnan()
         self.per_class_ap = {k: float(ap[k]) for k in has_positive.nonzero().flatten().tolist()}
+        self.per_class_positives = {k: int((targets[:, k] > 0.5).sum()) for k in self.per_class_ap}
         m_ap = ap[has_positive].mean() if has_positive.any() else torch.tensor(float("nan"), dtype=torch.float64)
         device = scores.device
         return {
