@@ -207,7 +207,7 @@ def test_callback_reads_charades_map(tmp_path):
     cb = EndOfTestReports(tmp_path)
     cb.on_test_epoch_end(_trainer(), module)
     cb.on_test_end(_trainer(), module)
-    assert cb.report.metric == "AP" and cb.report.worst() == [("sit", 0.25, None), ("open", 1.0, None)]  # no counts
+    assert cb.report.metric == "AP" and cb.report.worst() == [("sit", 0.25, 1), ("open", 1.0, 1)]  # one positive each
 
 
 @pytest.mark.filterwarnings("ignore:The ``compute`` method")  # the rows are set, not update()d: exact probabilities
