@@ -46,6 +46,7 @@ def local_s3(root: str, data: str, overrides: list[str], work: Path):
     """moto's S3 server on a free port with ROOT's train split as shards: (server, s3 URI)."""
     import os
     import socket
+    import uuid
 
     import boto3
     from moto.server import ThreadedMotoServer
@@ -62,7 +63,9 @@ def local_s3(root: str, data: str, overrides: list[str], work: Path):
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
     boto3.client("s3").create_bucket(Bucket="bench")
-    uri = "s3://bench/shards"
+    # A fresh prefix per run: moto keeps its buckets in process memory, so a second run in one process (the tests)
+    # would find the first one's finished shards without their sha256 logs.
+    uri = f"s3://bench/shards-{uuid.uuid4().hex[:8]}"
     dm = streaming.compose_datamodule(data, root, overrides)
     dm.check_files(test=False)
     names = [dm.class_names[i] for i in range(len(dm.class_names))]
