@@ -54,8 +54,8 @@ demo: $(STAMP)
 	$(PY) train.py experiment=demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check mvit_video scripts tests train.py
-	$(PY) -m ruff format --check mvit_video scripts tests train.py
+	$(PY) -m ruff check mvit_video scripts tests train.py hubconf.py
+	$(PY) -m ruff format --check mvit_video scripts tests train.py hubconf.py
 
 bench: $(STAMP)
 	$(PY) scripts/benchmark.py
