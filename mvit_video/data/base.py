@@ -9,6 +9,7 @@ and ``metadata()`` (the preprocessing stored in checkpoints), before ``setup``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,21 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from .sampling import ResumableData, fork_rng, make_loader, seeded
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+def files_under(folder: Path, extensions: tuple[str, ...], kind: str, error: type[Exception] = ValueError) -> list[str]:
+    """Every file under ``folder`` (sub-folders and symlinks followed, hidden entries skipped), sorted by folder then
+    name: the one walk of the folder-per-class layouts (videos, images). A file without one of ``extensions`` is an
+    ``error`` naming it: a stray file in a class folder is a mistake to show, not to skip."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(f for f in filenames if not f.startswith(".")):
+            path = os.path.join(dirpath, name)
+            if not name.lower().endswith(extensions):
+                raise error(f"{path}: not {kind} file (extensions: {' '.join(extensions)})")
+            files.append(path)
+    return files
 
 
 class SeededDataset(Dataset):

@@ -30,6 +30,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from .base import files_under
 from .clips import ClipDataModule
 from .decoding import check_decoder
 from .kinetics import WindowFrames
@@ -75,14 +76,7 @@ def class_folders(folder: Path) -> list[str]:
 def class_videos(folder: Path) -> list[str]:
     """Every video under a class folder (sub-folders included), as paths relative to it, sorted. A file that is not
     a video and an empty folder are errors naming them."""
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(f for f in filenames if not f.startswith(".")):
-            path = os.path.join(dirpath, name)
-            if not name.lower().endswith(VIDEO_EXTENSIONS):
-                raise FolderLayoutError(f"{path}: not a video file (extensions: {' '.join(VIDEO_EXTENSIONS)})")
-            files.append(os.path.relpath(path, folder))
+    files = [os.path.relpath(p, folder) for p in files_under(folder, VIDEO_EXTENSIONS, "a video", FolderLayoutError)]
     if not files:
         raise FolderLayoutError(f"{folder}: empty class folder (no video in it); expected {LAYOUT}")
     return files

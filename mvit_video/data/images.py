@@ -33,7 +33,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..recipes import IMAGENET_MEAN, IMAGENET_STD
 from .augment import ClipRandAugment, CubeRandomErasing
-from .base import VideoDataModule
+from .base import VideoDataModule, files_under
 from .clips import ClipDataset, collate_clips
 from .transforms import finish_clip
 
@@ -131,14 +131,7 @@ def scan_split(split_dir: Path, class_ids: dict[str, int]) -> list[tuple[str, in
         folder = split_dir / name
         if name not in class_ids:
             raise ValueError(f"{folder}: class folder not in the training split's {len(class_ids)} classes")
-        files = []
-        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for fname in sorted(f for f in filenames if not f.startswith(".")):
-                path = os.path.join(dirpath, fname)
-                if not fname.lower().endswith(IMG_EXTENSIONS):
-                    raise ValueError(f"{path}: not an image file (extensions: {' '.join(IMG_EXTENSIONS)})")
-                files.append(path)
+        files = files_under(folder, IMG_EXTENSIONS, "an image")
         if not files:
             raise ValueError(f"{folder}: empty class folder; expected {LAYOUT}")
         items += [(path, class_ids[name]) for path in files]
