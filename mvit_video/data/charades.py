@@ -30,9 +30,8 @@ from typing import Any
 import torch
 
 from .annotations import DatasetFormatError, read_text_lines
-from .clips import TIME_SHUFFLED, ClipDataModule, ClipDataset
+from .clips import ClipDataModule, ClipDataset
 from .decoding import check_decoder, clip_start, decode_clip, frame_timeline, read_frames
-from .transforms import ClipTransform
 
 CLASSES_FILE = "Charades_v1_classes.txt"
 SPLIT_FILES = {"train": "Charades_v1_train.csv", "test": "Charades_v1_test.csv"}
@@ -157,10 +156,8 @@ class CharadesClipDataset(ClipDataset):
     """``ClipDataset`` whose training samples carry the clip's labels (``multi_hot`` over the clip's span); val and
     test samples keep the video's labels (the items' label)."""
 
-    def __init__(
-        self, items: Sequence[tuple[str, torch.Tensor]], actions: Sequence[list[Action]], *args: Any, **kwargs: Any
-    ) -> None:
-        super().__init__(items, *args, **kwargs)
+    def __init__(self, *args: Any, actions: Sequence[list[Action]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.actions = list(actions)
 
     def get(self, index: int) -> dict[str, Any]:
@@ -174,6 +171,8 @@ class CharadesClipDataset(ClipDataset):
 class CharadesDataModule(ClipDataModule):
     """Charades (see the module docstring); the clip options are ``ClipDataModule``'s. ``source``: ``video``
     (``Charades_v1_480``) or ``frames`` (``Charades_v1_rgb``)."""
+
+    dataset_class = CharadesClipDataset
 
     def __init__(
         self,
@@ -229,19 +228,5 @@ class CharadesDataModule(ClipDataModule):
     def frame_loader(self, mode: str) -> CharadesFrames:
         return CharadesFrames(self.num_frames, self.sampling_rate, self.target_fps, self.decoder)
 
-    def make_dataset(self, split: str) -> CharadesClipDataset:
-        mode = "test" if split.startswith("test") else split
-        items = self.items(mode)
-        return CharadesClipDataset(
-            items,
-            self._actions[mode],
-            self.frame_loader(mode),
-            ClipTransform(mode, flip=self.flip and mode != "test", **self.tf_kwargs),
-            self.num_frames,
-            mode,
-            self.test_num_clips,
-            self.test_num_crops,
-            self.max_retries,
-            time_shuffle=split == TIME_SHUFFLED,
-            num_samples=self.num_samples,
-        )
+    def dataset_kwargs(self, mode: str) -> dict[str, Any]:
+        return {"actions": self._actions[mode]}

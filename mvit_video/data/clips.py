@@ -144,6 +144,8 @@ class ClipDataModule(VideoDataModule):
     training clips only. ``time_shuffle_control``: ``test_dataloader()`` returns ``[test, test with every clip's
     frames shuffled in time]`` (a control for how much the model uses motion)."""
 
+    dataset_class: type[ClipDataset] = ClipDataset  # a subclass's own (Charades: clip labels from the span)
+
     collate_fn = staticmethod(collate_clips)
 
     def __init__(
@@ -267,7 +269,7 @@ class ClipDataModule(VideoDataModule):
             from .streaming import StreamFrames
 
             load = StreamFrames(load, self.cache_dir, self.storage_options)
-        return ClipDataset(
+        return self.dataset_class(
             self.items(mode),
             load,
             tf,
@@ -278,7 +280,13 @@ class ClipDataModule(VideoDataModule):
             self.max_retries,
             time_shuffle=split == TIME_SHUFFLED,
             num_samples=self.num_samples,
+            **self.dataset_kwargs(mode),
         )
+
+    def dataset_kwargs(self, mode: str) -> dict[str, Any]:
+        """What a subclass's ``dataset_class`` takes besides ``ClipDataset``'s arguments (Charades: each video's
+        actions)."""
+        return {}
 
     def test_dataloader(self) -> DataLoader | list[DataLoader]:
         if self.time_shuffle_control:
