@@ -199,9 +199,9 @@ def load_preset(preset: str, weights: str | Path | None = None, **overrides: Any
         if meta and meta.get("preset") not in (None, preset):
             raise PretrainedFormatError(f"{path} holds {meta['preset']}, not {preset}: load it with {meta['preset']!r}")
         if source == "mvit_video" and meta and meta.get("class_names") and not overrides:
-            from .inference import load
+            from .inference import classifier_from_checkpoint
 
-            return load(path)  # our checkpoint: its preset's config and preprocessing
+            return classifier_from_checkpoint(meta, state)  # our checkpoint: its preset's config and preprocessing
     raw = convert_state_dict(state, source)  # renamed, not yet checked
     head = raw.get("head.projection.weight")
     if head is not None and "num_classes" not in overrides:

@@ -126,12 +126,17 @@ def read_metadata(path: str | Path, key: str = "class_names") -> tuple[dict[str,
 def load(path: str | Path, class_names: str | Path | None = None) -> VideoClassifier:
     """The classifier of a checkpoint written by ``train.py``, in eval mode, with its preprocessing."""
     meta, ckpt = read_metadata(path)
-    model = build_model(meta["preset"], **(meta.get("model") or {}))  # the saved config, field by field
-    model.load_state_dict(convert_state_dict(ckpt, "mvit_video", model))  # the file is read once
-    classifier = VideoClassifier(model, Preprocessing.from_metadata(meta))
+    classifier = classifier_from_checkpoint(meta, ckpt)
     if class_names is not None:
         classifier.set_class_names(class_names)
     return classifier
+
+
+def classifier_from_checkpoint(meta: dict[str, Any], ckpt: dict[str, Any]) -> VideoClassifier:
+    """The classifier of a checkpoint already read (``read_metadata``), so the file is read once."""
+    model = build_model(meta["preset"], **(meta.get("model") or {}))  # the saved config, field by field
+    model.load_state_dict(convert_state_dict(ckpt, "mvit_video", model))
+    return VideoClassifier(model, Preprocessing.from_metadata(meta))
 
 
 class ActionDetector(nn.Module):
