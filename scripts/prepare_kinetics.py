@@ -21,42 +21,6 @@ from pathlib import Path
 EXTS = {".mp4", ".webm", ".mkv", ".avi", ".mov"}
 
 
-def reencode(src: Path, dst: Path, short_side: int) -> None:
-    """Re-encode with PyAV to H.264 at the given short side, upright, keeping each frame's timestamp.
-
-    A phone video's display rotation is applied to the pixels (the output carries no rotation, as the ffmpeg CLI
-    writes it by default): the frames are then the same whichever decoder reads the output."""
-    import av
-    import torch
-
-    from mvit_video.data.decoding import frame_rotation, rotate
-
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        vout = None
-        for frame in inp.decode(vin):
-            if vout is None:  # sized from the first frame, upright
-                degrees = frame_rotation(frame, vin)
-                w, h = (frame.height, frame.width) if round(degrees / 90) % 2 else (frame.width, frame.height)
-                scale = short_side / min(w, h)
-                ow, oh = max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
-                vout = out.add_stream("libx264", rate=vin.average_rate or 30)
-                vout.width, vout.height, vout.pix_fmt = ow, oh, "yuv420p"
-                vout.codec_context.time_base = vin.time_base  # frame pts as decoded: VFR and start times kept
-            if degrees:
-                rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)  # (C, H, W)
-                upright = av.VideoFrame.from_ndarray(rotate(rgb, degrees).permute(1, 2, 0).contiguous().numpy(), "rgb24")
-                upright.pts, upright.time_base = frame.pts, frame.time_base
-                frame = upright
-            for packet in vout.encode(frame.reformat(width=ow, height=oh, format="yuv420p")):
-                out.mux(packet)
-        if vout is None:
-            raise ValueError(f"{src}: no video frames")
-        for packet in vout.encode():
-            out.mux(packet)
-
-
 def check_name(path: Path) -> str | None:
     """Why ``path`` cannot go into a CSV line (None when it can): the CSVs are UTF-8, one video per line."""
     text = str(path)
@@ -76,6 +40,8 @@ def _error(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
+
+    from mvit_video.data.decoding import write_upright
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video_dir", type=Path)
@@ -116,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 rel = Path("videos", split, *parts[:-1], video.stem + ".mp4")
                 if not (args.out / rel).exists():
                     try:
-                        reencode(video, args.out / rel, args.short_side)
+                        (args.out / rel).parent.mkdir(parents=True, exist_ok=True)
+                        write_upright(video, args.out / rel, args.short_side)  # upright, timestamps kept
                     except Exception as e:  # noqa: BLE001  a broken download: leave it out, say so below
                         (args.out / rel).unlink(missing_ok=True)
                         skipped.append(f"{video}: {type(e).__name__}: {e}")

@@ -332,3 +332,45 @@ def read_frames(paths: list) -> torch.Tensor:
             return np.asarray(img.convert("RGB"))  # (H, W, 3)
 
     return torch.from_numpy(np.stack([read(p) for p in paths])).permute(0, 3, 1, 2)
+
+
+def write_upright(
+    src: str | Path,
+    dst: str | Path | io.BytesIO,
+    short_side: int,
+    upscale: bool = True,
+    options: dict[str, str] | None = None,
+    container: str | None = None,
+) -> None:
+    """Re-encode ``src`` to H.264 with its short side at ``short_side`` (at most, unless ``upscale``), even sizes,
+    every frame at its decoded timestamp (VFR and start offsets kept), no audio. A phone video's display rotation is
+    applied to the pixels (the output carries none, as the ffmpeg CLI writes it by default), so every decoder reads
+    the output upright. ``dst``: a path, or a buffer with ``container`` naming its format. The one writer of
+    ``scripts/prepare_kinetics.py`` and of the shards' short-side copies (``streaming.reencode_short_side``)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(dst if isinstance(dst, io.BytesIO) else str(dst), "w", format=container) as out:
+        vin = inp.streams.video[0]
+        vout = None
+        for frame in inp.decode(vin):
+            if vout is None:  # sized from the first frame, upright
+                degrees = frame_rotation(frame, vin)
+                w, h = (frame.height, frame.width) if round(degrees / 90) % 2 else (frame.width, frame.height)
+                scale = short_side / min(w, h) if upscale else min(1.0, short_side / min(w, h))
+                ow, oh = max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
+                vout = out.add_stream("libx264", rate=vin.average_rate or vin.guessed_rate or 30)
+                vout.width, vout.height, vout.pix_fmt = ow, oh, "yuv420p"
+                vout.codec_context.time_base = vin.time_base  # frame pts as decoded: VFR and start times kept
+                vout.options = dict(options or {})
+            pts = frame.pts
+            if degrees:
+                rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)  # (C, H, W)
+                frame = av.VideoFrame.from_ndarray(rotate(rgb, degrees).permute(1, 2, 0).contiguous().numpy(), "rgb24")
+            frame = frame.reformat(width=ow, height=oh, format="yuv420p")
+            frame.pts, frame.time_base = pts, vin.time_base
+            for packet in vout.encode(frame):
+                out.mux(packet)
+        if vout is None:
+            raise ValueError(f"{src}: no video frames")
+        for packet in vout.encode():
+            out.mux(packet)

@@ -294,46 +294,18 @@ def reencode_short_side(path: str, short_side: int, crf: int = 23) -> bytes:
     import io
 
     import av
-    import numpy as np
 
-    from .decoding import frame_rotation
+    from .decoding import frame_rotation, write_upright
 
-    with av.open(path) as src:
+    with av.open(path) as src:  # the first frame says whether there is anything to do
         stream = src.streams.video[0]
-        w, h = stream.codec_context.width, stream.codec_context.height
-        frames = src.decode(stream)
-        first = next(frames)
-        degrees = frame_rotation(first, stream)
-        k = round(degrees / 90) % 4
-        if k % 2:
-            w, h = h, w
-        if min(w, h) <= short_side and k == 0:
-            return Path(path).read_bytes()
-        scale = min(1.0, short_side / min(w, h))
-        ow, oh = max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
-        out_buf = io.BytesIO()
-        with av.open(out_buf, "w", format="mp4") as dst:
-            rate = stream.average_rate or stream.guessed_rate or 30
-            out = dst.add_stream("libx264", rate=rate)
-            out.width, out.height, out.pix_fmt = ow, oh, "yuv420p"
-            out.codec_context.time_base = stream.time_base  # each frame keeps its pts (VFR: no rounding to 1/rate)
-            out.options = {"crf": str(crf), "preset": "veryfast"}
-
-            def encode(frame):
-                pts = frame.pts
-                if k:
-                    rgb = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), k))
-                    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                frame = frame.reformat(width=ow, height=oh, format="yuv420p")
-                frame.pts, frame.time_base = pts, stream.time_base
-                yield from out.encode(frame)
-
-            for frame in (first, *frames):
-                for packet in encode(frame):
-                    dst.mux(packet)
-            for packet in out.encode():
-                dst.mux(packet)
-    return out_buf.getvalue()
+        first = next(src.decode(stream))
+        upright = round(frame_rotation(first, stream) / 90) % 4 == 0
+    if upright and min(first.width, first.height) <= short_side:  # a turn swaps the sides, not the shorter one
+        return Path(path).read_bytes()
+    out = io.BytesIO()
+    write_upright(path, out, short_side, upscale=False, options={"crf": str(crf), "preset": "veryfast"}, container="mp4")
+    return out.getvalue()
 
 
 @dataclass(frozen=True)
