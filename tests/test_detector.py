@@ -30,7 +30,8 @@ def test_detector_rejects_bad_boxes():
 
 def test_detection_task_grad_checkpointing_gives_the_same_gradients():
     """``task.grad_checkpointing`` (the L detector at 40 x 312) recomputes the blocks in backward: the backbone's flag is
-    set and loss and gradients are those without it (same ops, recomputed: equal up to fp32 summation order)."""
+    set and the gradients are exactly those without it: checkpointing replays the same CPU kernels on the same
+    inputs (no dropout here), and each parameter gets one contribution, so nothing is summed in another order."""
     from functools import partial
 
     from mvit_video.tasks.detection import AVADetectionModule
@@ -48,4 +49,4 @@ def test_detection_task_grad_checkpointing_gives_the_same_gradients():
         grads.append([p.grad.clone() for p in det.parameters() if p.grad is not None])
     assert len(grads[0]) == len(grads[1]) > 0
     for plain, recomputed in zip(*grads, strict=True):
-        torch.testing.assert_close(recomputed, plain, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(recomputed, plain, rtol=0, atol=0)
